@@ -1,0 +1,135 @@
+"""BatchNorm: validate, view x as (N, C, S), dispatch to the channel kernels, keep the running statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+from .cpu import channels
+
+# Samples per statistics block: a block's slice of one channel (or, for (N, D) input, its rows) holds about
+# this many values, so the second pass of the two-pass variance reads it from cache.
+_BLOCK_ELEMENTS = 1 << 15
+
+
+def _view(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """x as (N, C, S) and the statistics block size in samples (fixed by the shape alone)."""
+    n, c = x.shape[:2]
+    s = math.prod(x.shape[2:])
+    return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // (s if s > 1 else c))
+
+
+def _running(name: str, a, channels_: int, *, op: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype.kind != "f" or a.shape != (channels_,):
+        raise ValueError(
+            f"{op}: expected {name} to be a float array of shape ({channels_},), got {a.dtype} of shape {a.shape}"
+        )
+    return a
+
+
+def batch_norm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    *,
+    eps: float = 1e-5,
+    training: bool = True,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+    momentum: float = 0.1,
+    backend: str = "cpu",
+):
+    """BatchNorm over n and the spatial dims, per channel.
+
+    x: (N, C, *spatial) or (N, D); gamma, beta, running_mean, running_var: (C,) or None.
+    Returns y (x.shape), mean and rstd (C,). In training the statistics are the batch's (biased variance)
+    and running_mean/running_var, when given, are updated in place as PyTorch does:
+    ``running = (1 - momentum) * running + momentum * batch_stat`` with the unbiased batch variance.
+    With ``training=False`` x is normalized with the running statistics, which are returned as mean and
+    rstd = 1 / sqrt(running_var + eps).
+    """
+    op = "batch_norm_forward"
+    _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op)
+    eps = _checks.eps(eps, op=op)
+    c = x.shape[1]
+    g, b = _checks.affine(gamma, beta, (c,), x.dtype, op=op)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
+    if running_mean is not None:
+        running_mean = _running("running_mean", running_mean, c, op=op)
+        running_var = _running("running_var", running_var, c, op=op)
+    x3, block = _view(x)
+    count = x3.shape[0] * x3.shape[2]
+    if training:
+        if count <= 1:
+            raise ValueError(
+                f"{op}: Expected more than 1 value per channel when training, got input size {list(x.shape)}"
+            )
+        mean = np.empty(c)
+        var = np.empty(c)
+        channels.channels_stats(x3, block, mean, var)
+        if running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (count / (count - 1)))
+    else:
+        if running_mean is None:
+            raise ValueError(f"{op}: expected running_mean and running_var when training=False")
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    rstd = 1.0 / np.sqrt(var + eps)
+    scale = rstd * g if g.size else rstd
+    shift = b.astype(np.float64) if b.size else np.zeros(c)
+    y = np.empty_like(x3)
+    channels.channels_normalize(x3, mean, scale, shift, y)
+    return y.reshape(x.shape), mean.astype(x.dtype), rstd.astype(x.dtype)
+
+
+def batch_norm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    *,
+    training: bool = True,
+    backend: str = "cpu",
+):
+    """Gradients of batch_norm_forward.
+
+    dy, x: (N, C, *spatial) or (N, D); gamma, mean, rstd: (C,) as given to or returned by the forward.
+    Returns dx (x.shape), dgamma and dbeta (C,), or None for both when gamma is None. With
+    ``training=False`` mean and rstd are constants (the running statistics) and dx = dy * gamma * rstd.
+    """
+    op = "batch_norm_backward"
+    _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op)
+    c = x.shape[1]
+    dy = _checks.like_input("dy", dy, x.shape, x.dtype, op=op)
+    mean = _checks.stats("mean", mean, (c,), x.dtype, op=op).astype(np.float64)
+    rstd = _checks.stats("rstd", rstd, (c,), x.dtype, op=op).astype(np.float64)
+    g, _ = _checks.affine(gamma, None, (c,), x.dtype, op=op)
+    x3, block = _view(x)
+    dy3 = dy.reshape(x3.shape)
+    a = rstd * g if g.size else rstd  # d(y)/d(x) through xhat alone: rstd * gamma
+    need_sums = training or g.size
+    if need_sums:
+        dbeta = np.empty(c)
+        dyxmu = np.empty(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd
+        channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
+        dgamma = dyxmu * rstd
+    if training:
+        count = x3.shape[0] * x3.shape[2]
+        b1 = dbeta / count  # the mean path
+        c2 = dgamma * rstd / count  # the variance path, per unit of (x - mean)
+    else:
+        b1 = c2 = np.zeros(c)
+    dx = np.empty_like(x3)
+    channels.channels_backward_dx(dy3, x3, mean, a, b1, c2, dx)
+    if gamma is None:
+        return dx.reshape(x.shape), None, None
+    return dx.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)

@@ -1,0 +1,90 @@
+"""Input validation shared by every op: each failure names the argument and what was expected."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BACKENDS = ("cpu",)
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def backend(value: str) -> str:
+    if value not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+    return value
+
+
+def input_array(x, *, min_ndim: int, op: str) -> np.ndarray:
+    """x as a C-contiguous float32/float64 array (a copy only when it is not contiguous already)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{op}: expected x to be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"{op}: expected x to have dtype float32 or float64, got {x.dtype}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{op}: expected x with at least {min_ndim} dimensions, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def like_input(name: str, a, shape: tuple, dtype: np.dtype, *, op: str) -> np.ndarray:
+    """A companion array (gamma, beta, dy, mean, rstd) checked for shape and converted to x's dtype."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype.kind != "f":
+        raise TypeError(f"{op}: expected {name} to have a floating-point dtype, got {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {a.shape}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def affine(gamma, beta, shape: tuple, dtype: np.dtype, *, op: str) -> tuple[np.ndarray, np.ndarray]:
+    """gamma and beta as kernel arguments: checked and converted, or an empty array for None."""
+    empty = np.empty(0, dtype=dtype)
+    g = empty if gamma is None else like_input("gamma", gamma, shape, dtype, op=op).reshape(-1)
+    b = empty if beta is None else like_input("beta", beta, shape, dtype, op=op).reshape(-1)
+    return g, b
+
+
+def eps(value: float, *, op: str) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{op}: expected eps to be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
+    shape = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if not shape or any(not isinstance(d, (int, np.integer)) for d in shape):
+        raise TypeError(f"{op}: expected normalized_shape to be an int or a non-empty tuple of ints, got {value!r}")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > len(x_shape) or tuple(x_shape[len(x_shape) - len(shape) :]) != shape:
+        raise ValueError(
+            f"{op}: Given normalized_shape={list(shape)}, expected input with shape [*, "
+            f"{', '.join(map(str, shape))}], but got input of size {list(x_shape)}"
+        )
+    return shape
+
+
+def num_groups(value, channels: int, *, op: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{op}: expected num_groups to be a positive int, got {value!r}")
+    if channels % value:
+        raise ValueError(
+            f"{op}: Expected number of channels in input to be divisible by num_groups, "
+            f"but got input of shape {channels} channels and num_groups={value}"
+        )
+    return int(value)
+
+
+def stats(name: str, a, shape: tuple, dtype: np.dtype, *, op: str) -> np.ndarray:
+    """mean or rstd handed to a backward: the shape the forward returned."""
+    return like_input(name, a, shape, dtype, op=op).reshape(-1)
+
+
+def stats_ndim(name: str, a, allowed, *, op: str) -> int:
+    """The ndim of a backward's mean or rstd, from which the backward infers its layout."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
+    if a.ndim not in allowed:
+        raise ValueError(f"{op}: expected {name} with ndim in {list(allowed)}, got shape {a.shape}")
+    return a.ndim

@@ -1,0 +1,178 @@
+"""LayerNorm, InstanceNorm and GroupNorm: validate, view x as (R, K) rows, dispatch to the row kernel.
+
+Each op is a view onto the one row kernel (see ``normkernels.cpu.rows``):
+
+    op             rows R     row length K          groups   inner    mean/rstd shape
+    layer_norm     prod(lead) prod(normalized)      1        1        x.shape[:-len(normalized_shape)]
+    instance_norm  N * C      HW                    C        HW       (N, C)
+    group_norm     N * G      (C // G) * HW         G        HW       (N, G)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _checks
+from .cpu import rows
+
+# Each backward block adds its rows into one (A,) float64 partial per affine output; at most this many
+# partial elements in all, so the memory stays bounded for very wide layer norms.
+_MAX_PARTIAL_ELEMENTS = 1 << 22
+_MAX_BLOCKS = 64
+
+
+class _RowView(NamedTuple):
+    rows: int  # R
+    length: int  # K
+    groups: int  # affine index of element k of row r: (r % groups) * (K // inner) + k // inner
+    inner: int
+    stats_shape: tuple  # shape of mean and rstd
+    affine_shape: tuple  # shape of gamma, beta, dgamma, dbeta
+
+
+def _layer_norm_view(x_shape: tuple, normalized: tuple) -> _RowView:
+    lead = x_shape[: len(x_shape) - len(normalized)]
+    return _RowView(math.prod(lead), math.prod(normalized), 1, 1, lead, normalized)
+
+
+def _instance_norm_view(x_shape: tuple) -> _RowView:
+    n, c = x_shape[:2]
+    hw = math.prod(x_shape[2:])
+    return _RowView(n * c, hw, c, hw, (n, c), (c,))
+
+
+def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
+    n, c = x_shape[:2]
+    hw = math.prod(x_shape[2:])
+    return _RowView(n * groups, (c // groups) * hw, groups, hw, (n, groups), (c,))
+
+
+def _forward(op, x, view: _RowView, gamma, beta, eps, backend):
+    _checks.backend(backend)
+    eps = _checks.eps(eps, op=op)
+    g, b = _checks.affine(gamma, beta, view.affine_shape, x.dtype, op=op)
+    x2 = x.reshape(view.rows, view.length)
+    y = np.empty_like(x2)
+    mean = np.empty(view.rows)
+    rstd = np.empty(view.rows)
+    rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
+    stats = (a.astype(x.dtype).reshape(view.stats_shape) for a in (mean, rstd))
+    return (y.reshape(x.shape), *stats)
+
+
+def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
+    _checks.backend(backend)
+    dy = _checks.like_input("dy", dy, x.shape, x.dtype, op=op)
+    mean = _checks.stats("mean", mean, view.stats_shape, x.dtype, op=op)
+    rstd = _checks.stats("rstd", rstd, view.stats_shape, x.dtype, op=op)
+    g, _ = _checks.affine(gamma, None, view.affine_shape, x.dtype, op=op)
+    width = g.size  # partial sums per block: one per affine element, none without gamma
+    blocks = max(1, min(view.rows, _MAX_BLOCKS, _MAX_PARTIAL_ELEMENTS // max(width, 1)))
+    block = -(-view.rows // blocks)
+    blocks = -(-view.rows // block) if view.rows else 0
+    dgamma_part = np.zeros((blocks, width))
+    dbeta_part = np.zeros((blocks, width))
+    x2 = x.reshape(view.rows, view.length)
+    dx = np.empty_like(x2)
+    rows.rows_backward(
+        dy.reshape(x2.shape), x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part
+    )
+    if gamma is None:
+        return dx.reshape(x.shape), None, None
+    sums = []
+    for part in (dgamma_part, dbeta_part):
+        total = np.empty(width)
+        rows.sum_blocks(part, total)
+        sums.append(total.astype(x.dtype).reshape(view.affine_shape))
+    return (dx.reshape(x.shape), *sums)
+
+
+def layer_norm_forward(
+    x: np.ndarray,
+    normalized_shape,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    *,
+    eps: float = 1e-5,
+    backend: str = "cpu",
+):
+    """LayerNorm over the trailing ``normalized_shape`` dims of x.
+
+    x: (*lead, *normalized_shape); gamma, beta: normalized_shape or None.
+    Returns y (x.shape), mean and rstd (lead), rstd = 1 / sqrt(biased var + eps).
+    """
+    op = "layer_norm_forward"
+    x = _checks.input_array(x, min_ndim=1, op=op)
+    normalized = _checks.normalized_shape(normalized_shape, x.shape, op=op)
+    return _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, beta, eps, backend)
+
+
+def layer_norm_backward(
+    dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray, *, backend: str = "cpu"
+):
+    """Gradients of layer_norm_forward. The normalized dims are the ones mean does not have.
+
+    dy, x: (*lead, *normalized); mean, rstd: (lead); gamma: normalized or None.
+    Returns dx (x.shape), dgamma and dbeta (normalized; None when gamma is None).
+    """
+    op = "layer_norm_backward"
+    x = _checks.input_array(x, min_ndim=1, op=op)
+    lead = _checks.stats_ndim("mean", mean, range(x.ndim), op=op)
+    view = _layer_norm_view(x.shape, x.shape[lead:])
+    return _backward(op, dy, x, gamma, mean, rstd, view, backend)
+
+
+def instance_norm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    *,
+    eps: float = 1e-5,
+    backend: str = "cpu",
+):
+    """InstanceNorm: x (N, C, *spatial); gamma, beta (C,) or None. Returns y, mean and rstd (N, C)."""
+    op = "instance_norm_forward"
+    x = _checks.input_array(x, min_ndim=3, op=op)
+    return _forward(op, x, _instance_norm_view(x.shape), gamma, beta, eps, backend)
+
+
+def instance_norm_backward(
+    dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray, *, backend: str = "cpu"
+):
+    """Gradients of instance_norm_forward. Returns dx (N, C, *spatial), dgamma and dbeta (C,) or None."""
+    op = "instance_norm_backward"
+    x = _checks.input_array(x, min_ndim=3, op=op)
+    return _backward(op, dy, x, gamma, mean, rstd, _instance_norm_view(x.shape), backend)
+
+
+def group_norm_forward(
+    x: np.ndarray,
+    num_groups: int,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    *,
+    eps: float = 1e-5,
+    backend: str = "cpu",
+):
+    """GroupNorm: x (N, C, *spatial), channels split into num_groups consecutive groups of C // num_groups.
+
+    gamma, beta: (C,) or None. Returns y, mean and rstd (N, num_groups).
+    """
+    op = "group_norm_forward"
+    x = _checks.input_array(x, min_ndim=2, op=op)
+    groups = _checks.num_groups(num_groups, x.shape[1], op=op)
+    return _forward(op, x, _group_norm_view(x.shape, groups), gamma, beta, eps, backend)
+
+
+def group_norm_backward(
+    dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, mean: np.ndarray, rstd: np.ndarray, *, backend: str = "cpu"
+):
+    """Gradients of group_norm_forward; the group count is mean.shape[1]. Returns dx, dgamma, dbeta (C,)."""
+    op = "group_norm_backward"
+    x = _checks.input_array(x, min_ndim=2, op=op)
+    _checks.stats_ndim("mean", mean, (2,), op=op)
+    groups = _checks.num_groups(mean.shape[1], x.shape[1], op=op)
+    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), backend)

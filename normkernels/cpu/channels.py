@@ -1,0 +1,173 @@
+"""Channel kernels: BatchNorm on the CPU.
+
+x is viewed as ``(N, C, S)`` (S = the product of the spatial dims, 1 for (N, D) input), with one mean and
+rstd per channel c taken over n and s. M = N * S values per channel.
+
+Forward (training):
+
+    mean = sum(x) / M
+    var  = sum((x - mean)**2) / M          biased; the running variance gets var * M / (M - 1)
+    rstd = 1 / sqrt(var + eps)
+    y    = (x - mean) * (rstd * gamma) + beta
+
+Statistics are taken per block of samples (``block`` samples, fixed by the shape) with two passes over data
+still in cache, giving (count, mean, M2) per block and channel; the blocks are then merged in order with
+Chan's formulas
+
+    delta = mean_b - mean_a,   n = n_a + n_b
+    mean  = mean_a + delta * n_b / n
+    M2    = M2_a + M2_b + delta**2 * n_a * n_b / n
+
+so results do not depend on the thread count.
+
+Backward, per channel, with xhat = (x - mean) * rstd:
+
+    dbeta  = sum(dy)
+    dgamma = sum(dy * xhat)
+    dx     = rstd * gamma * (dy - dbeta / M - xhat * dgamma / M)      (training)
+    dx     = rstd * gamma * dy                                        (eval: mean, rstd are constants)
+
+Arithmetic is float64 whatever the storage dtype.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._jit import PARALLEL, SERIAL
+from ._reduce import sum_, sum_dy_dyxmu, sum_sq_dev
+
+
+@njit(**SERIAL)
+def _chan_merge(count, mean_part, m2_part, mean, m2):
+    """Merge per-block (count, mean, M2) into per-channel mean and M2, block by block in order."""
+    mean[:] = mean_part[0]
+    m2[:] = m2_part[0]
+    n_a = count[0]
+    for b in range(1, mean_part.shape[0]):
+        n_b = count[b]
+        n = n_a + n_b
+        for c in range(mean.size):
+            delta = mean_part[b, c] - mean[c]
+            mean[c] += delta * n_b / n
+            m2[c] += m2_part[b, c] + delta * delta * (n_a * n_b / n)
+        n_a = n
+
+
+@njit(**PARALLEL)
+def channels_stats(x, block, mean, var):
+    """x: (N, C, S). Writes the per-channel mean and biased variance, (C,) float64."""
+    N, C, S = x.shape
+    B = (N + block - 1) // block
+    count = np.empty(B)
+    mean_part = np.zeros((B, C))
+    m2_part = np.zeros((B, C))
+    for b in range(B):
+        count[b] = (min(N, (b + 1) * block) - b * block) * S
+    if S == 1:  # (N, D): channels are contiguous, so sweep whole rows
+        for b in prange(B):
+            n0 = b * block
+            n1 = min(N, n0 + block)
+            mp = mean_part[b]
+            qp = m2_part[b]
+            for n in range(n0, n1):
+                for c in range(C):
+                    mp[c] += x[n, c, 0]
+            for c in range(C):
+                mp[c] /= count[b]
+            for n in range(n0, n1):
+                for c in range(C):
+                    d = x[n, c, 0] - mp[c]
+                    qp[c] += d * d
+    else:  # one task per (block, channel); each sample's channel is a contiguous run of S values
+        for t in prange(B * C):
+            b = t // C
+            c = t % C
+            n0 = b * block
+            n1 = min(N, n0 + block)
+            s = 0.0
+            for n in range(n0, n1):
+                s += sum_(x[n, c])
+            m = s / count[b]
+            q = 0.0
+            for n in range(n0, n1):
+                q += sum_sq_dev(x[n, c], m)
+            mean_part[b, c] = m
+            m2_part[b, c] = q
+    m2 = np.empty(C)
+    _chan_merge(count, mean_part, m2_part, mean, m2)
+    var[:] = m2 / (N * S)
+
+
+@njit(**PARALLEL)
+def channels_normalize(x, mean, scale, shift, y):
+    """y = (x - mean[c]) * scale[c] + shift[c]; x, y: (N, C, S); mean, scale, shift: (C,) float64."""
+    N, C, S = x.shape
+    if S == 1:  # (N, D): one row per task
+        for n in prange(N):
+            for c in range(C):
+                y[n, c, 0] = (x[n, c, 0] - mean[c]) * scale[c] + shift[c]
+    else:  # one (n, c) run of S contiguous values per task
+        for t in prange(N * C):
+            n = t // C
+            c = t % C
+            m = mean[c]
+            sc = scale[c]
+            sh = shift[c]
+            for s in range(S):
+                y[n, c, s] = (x[n, c, s] - m) * sc + sh
+
+
+@njit(**PARALLEL)
+def channels_backward_sums(dy, x, mean, block, sdy, sdyxmu):
+    """Per channel, sum(dy) and sum(dy * (x - mean)) over n and s: (C,) float64 outputs."""
+    N, C, S = x.shape
+    B = (N + block - 1) // block
+    pdy = np.zeros((B, C))
+    pdyxmu = np.zeros((B, C))
+    if S == 1:
+        for b in prange(B):
+            p1 = pdy[b]
+            p2 = pdyxmu[b]
+            for n in range(b * block, min(N, (b + 1) * block)):
+                for c in range(C):
+                    d = np.float64(dy[n, c, 0])
+                    p1[c] += d
+                    p2[c] += d * (x[n, c, 0] - mean[c])
+    else:
+        for t in prange(B * C):
+            b = t // C
+            c = t % C
+            s1 = 0.0
+            s2 = 0.0
+            for n in range(b * block, min(N, (b + 1) * block)):
+                u, v = sum_dy_dyxmu(dy[n, c], x[n, c], mean[c])
+                s1 += u
+                s2 += v
+            pdy[b, c] = s1
+            pdyxmu[b, c] = s2
+    sdy[:] = 0.0
+    sdyxmu[:] = 0.0
+    for b in range(B):
+        for c in range(C):
+            sdy[c] += pdy[b, c]
+            sdyxmu[c] += pdyxmu[b, c]
+
+
+@njit(**PARALLEL)
+def channels_backward_dx(dy, x, mean, a, b1, c2, dx):
+    """dx = a[c] * (dy - b1[c] - (x - mean[c]) * c2[c]); all per-channel vectors (C,) float64."""
+    N, C, S = x.shape
+    if S == 1:
+        for n in prange(N):
+            for c in range(C):
+                dx[n, c, 0] = a[c] * (dy[n, c, 0] - b1[c] - (x[n, c, 0] - mean[c]) * c2[c])
+    else:
+        for t in prange(N * C):
+            n = t // C
+            c = t % C
+            m = mean[c]
+            ac = a[c]
+            bc = b1[c]
+            cc = c2[c]
+            for s in range(S):
+                dx[n, c, s] = ac * (dy[n, c, s] - bc - (x[n, c, s] - m) * cc)
