@@ -1,0 +1,135 @@
+"""The shape catalogue and input recipe shared by the tests, the verifier CLI and the benchmarks.
+
+Each Case names a norm and a shape (plus num_groups or the normalized dims) and knows how to call the
+project's kernels for it, so every consumer runs the same inputs through the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+import normkernels as nk
+
+from . import staged
+
+
+class Inputs(NamedTuple):
+    x: np.ndarray
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    dy: np.ndarray
+
+
+# How gamma and beta are given: both, neither, or gamma alone (beta None is "no shift").
+AFFINE = ("gamma_beta", "none", "gamma")
+
+
+@dataclass(frozen=True)
+class Case:
+    norm: str
+    shape: tuple
+    num_groups: int | None = None  # group_norm
+    normalized_ndim: int | None = None  # layer_norm: how many trailing dims are normalized
+    why: str = ""  # what the case exercises
+    tags: frozenset = field(default_factory=frozenset)
+
+    @property
+    def id(self) -> str:
+        extra = f"-G{self.num_groups}" if self.num_groups else ""
+        extra += f"-last{self.normalized_ndim}" if self.normalized_ndim else ""
+        return f"{self.norm}-{'x'.join(map(str, self.shape))}{extra}"
+
+    @property
+    def normalized_shape(self) -> tuple | None:
+        return self.shape[len(self.shape) - self.normalized_ndim :] if self.normalized_ndim else None
+
+    @property
+    def layout(self) -> staged.Layout:
+        return staged.layout(self.norm, self.shape, num_groups=self.num_groups, normalized_shape=self.normalized_shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def inputs(self, dtype=np.float64, affine: str = "gamma_beta", seed: int = 0) -> Inputs:
+        """x with a non-zero mean and non-unit scale; gamma away from 1, beta and dy random (never ones)."""
+        rng = np.random.default_rng(seed)
+        x = (rng.standard_normal(self.shape) * 1.5 + 0.5).astype(dtype)
+        ashape = self.layout.affine_shape
+        gamma = (1.0 + 0.5 * rng.standard_normal(ashape)).astype(dtype)
+        beta = rng.standard_normal(ashape).astype(dtype)
+        dy = rng.standard_normal(self.shape).astype(dtype)
+        if affine == "none":
+            gamma = beta = None
+        elif affine == "gamma":
+            beta = None
+        elif affine != "gamma_beta":
+            raise ValueError(f"affine must be one of {AFFINE}, got {affine!r}")
+        return Inputs(x, gamma, beta, dy)
+
+    def forward(self, x, gamma, beta, *, backend: str = "cpu", **kwargs):
+        """The project's forward for this case: (y, mean, rstd)."""
+        if self.norm == "batch_norm":
+            return nk.batch_norm_forward(x, gamma, beta, backend=backend, **kwargs)
+        if self.norm == "layer_norm":
+            return nk.layer_norm_forward(x, self.normalized_shape, gamma, beta, backend=backend, **kwargs)
+        if self.norm == "instance_norm":
+            return nk.instance_norm_forward(x, gamma, beta, backend=backend, **kwargs)
+        return nk.group_norm_forward(x, self.num_groups, gamma, beta, backend=backend, **kwargs)
+
+    def backward(self, dy, x, gamma, mean, rstd, *, backend: str = "cpu"):
+        """The project's backward for this case: (dx, dgamma, dbeta)."""
+        return BACKWARD[self.norm](dy, x, gamma, mean, rstd, backend=backend)
+
+    def staged_forward(self, x, gamma, beta, eps: float = 1e-5):
+        return staged.forward(
+            x, gamma, beta, norm=self.norm, eps=eps, num_groups=self.num_groups, normalized_shape=self.normalized_shape
+        )
+
+
+BACKWARD = {
+    "batch_norm": nk.batch_norm_backward,
+    "layer_norm": nk.layer_norm_backward,
+    "instance_norm": nk.instance_norm_backward,
+    "group_norm": nk.group_norm_backward,
+}
+
+_SMALL = frozenset({"small"})  # small enough for finite differences on every element
+
+CASES = (
+    Case("batch_norm", (2, 5), why="N=2, (N, D)", tags=_SMALL),
+    Case("batch_norm", (3, 7, 5), why="3-D, C not a power of two", tags=_SMALL),
+    Case("batch_norm", (2, 3, 4, 5), why="NCHW", tags=_SMALL),
+    Case("batch_norm", (4, 5, 1, 1), why="spatial 1x1 with N > 1", tags=_SMALL),
+    Case("batch_norm", (2, 3, 2, 3, 2), why="5-D", tags=_SMALL),
+    Case("batch_norm", (10000, 7), why="(N, D) over several statistics blocks"),
+    Case("batch_norm", (16, 3, 5000), why="spatial over several statistics blocks"),
+    Case("layer_norm", (2, 7), normalized_ndim=1, why="N=2, one normalized dim", tags=_SMALL),
+    Case("layer_norm", (3, 4, 5), normalized_ndim=1, why="3-D, last dim", tags=_SMALL),
+    Case("layer_norm", (2, 3, 4, 5), normalized_ndim=3, why="three normalized dims", tags=_SMALL),
+    Case("layer_norm", (3, 5000), normalized_ndim=1, why="rows longer than 4096"),
+    Case("layer_norm", (130, 33), normalized_ndim=1, why="more rows than backward blocks"),
+    Case("instance_norm", (2, 3, 5), why="3-D", tags=_SMALL),
+    Case("instance_norm", (2, 5, 3, 4), why="C not a power of two", tags=_SMALL),
+    Case("instance_norm", (2, 3, 2, 3, 2), why="5-D", tags=_SMALL),
+    Case("instance_norm", (2, 3, 4500), why="rows longer than 4096"),
+    Case("group_norm", (2, 6, 4, 3), num_groups=3, why="two channels per group", tags=_SMALL),
+    Case("group_norm", (2, 5, 3, 2), num_groups=1, why="G=1, C not a power of two", tags=_SMALL),
+    Case("group_norm", (2, 4, 3, 3), num_groups=4, why="G=C", tags=_SMALL),
+    Case("group_norm", (3, 6), num_groups=2, why="no spatial dims", tags=_SMALL),
+    Case("group_norm", (4, 4, 1, 1), num_groups=2, why="spatial 1x1 with N > 1", tags=_SMALL),
+    Case("group_norm", (2, 6, 2, 2, 3), num_groups=3, why="5-D", tags=_SMALL),
+    Case("group_norm", (2, 4, 3000), num_groups=2, why="rows longer than 4096"),
+)
+
+# The reference shapes quoted in benchmarks and notes (float32).
+REFERENCE = (
+    Case("batch_norm", (32, 64, 56, 56), why="reference"),
+    Case("batch_norm", (4096, 1024), why="reference"),
+    Case("layer_norm", (4096, 1024), normalized_ndim=1, why="reference"),
+    Case("instance_norm", (32, 64, 56, 56), why="reference"),
+    Case("group_norm", (32, 64, 56, 56), num_groups=32, why="reference"),
+)
