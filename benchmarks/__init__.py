@@ -1,0 +1,1 @@
+"""Benchmarks of the normkernels kernels against the staged NumPy graph and PyTorch."""

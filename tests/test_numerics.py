@@ -1,0 +1,73 @@
+"""Determinism and the numerical promises of DESIGN.md section 4."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import case_params
+
+import normkernels as nk
+from verify.cases import CASES, Case
+
+# one case per op, big enough for several parallel blocks
+PARALLEL = [c for c in CASES if "small" not in c.tags]
+
+
+def _run(case, dtype):
+    x, gamma, beta, dy = case.inputs(dtype)
+    y, mean, rstd = case.forward(x, gamma, beta)
+    return (y, mean, rstd, *case.backward(dy, x, gamma, mean, rstd))
+
+
+@pytest.mark.parametrize("case", case_params(PARALLEL))
+def test_bit_identical_across_runs_and_thread_counts(case, dtype):
+    first = _run(case, dtype)
+    again = _run(case, dtype)
+    default = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        serial = _run(case, dtype)
+    finally:
+        numba.set_num_threads(default)
+    for a, b, c in zip(first, again, serial, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "case",
+    case_params(
+        [
+            Case("layer_norm", (8, 4096), normalized_ndim=1),
+            Case("batch_norm", (64, 3, 50)),
+            Case("instance_norm", (2, 3, 500)),
+            Case("group_norm", (2, 8, 100), num_groups=4),
+        ]
+    ),
+)
+def test_float32_large_mean_small_spread(case):
+    """Rows with mean 1e4 and std 1 in float32 normalize to within 1e-3 of the float64 answer."""
+    rng = np.random.default_rng(5)
+    x32 = (1e4 + rng.standard_normal(case.shape)).astype(np.float32)
+    y32 = case.forward(x32, None, None)[0]
+    y64 = case.staged_forward(x32.astype(np.float64), None, None)[0]
+    assert np.max(np.abs(y32 - y64)) < 1e-3
+
+
+@pytest.mark.parametrize("case", case_params([c for c in CASES if "small" in c.tags]))
+def test_constant_groups_give_beta_and_finite_gradients(case, dtype):
+    x, gamma, beta, dy = case.inputs(dtype)
+    x = np.full(case.shape, 3.25, dtype=dtype)
+    y, mean, rstd = case.forward(x, gamma, beta)
+    expect = np.broadcast_to(beta.reshape(case.layout.affine_broadcast), case.shape)
+    np.testing.assert_array_equal(y, expect.astype(dtype))
+    for g in case.backward(dy, x, gamma, mean, rstd):
+        assert np.all(np.isfinite(g))
+
+
+def test_nan_stays_in_its_row():
+    x = np.random.default_rng(6).standard_normal((4, 8))
+    x[1, 3] = np.nan
+    y, mean, rstd = nk.layer_norm_forward(x, 8)
+    assert np.isnan(y[1]).all() and np.isfinite(np.delete(y, 1, axis=0)).all()
+    y, mean, rstd = nk.batch_norm_forward(x)
+    assert np.isnan(y[:, 3]).all() and np.isfinite(np.delete(y, 3, axis=1)).all()
