@@ -115,21 +115,20 @@ def batch_norm_backward(
     g, _ = _checks.affine(gamma, None, (c,), x.dtype, op=op)
     x3, block = _view(x)
     dy3 = dy.reshape(x3.shape)
-    a = rstd * g if g.size else rstd  # d(y)/d(x) through xhat alone: rstd * gamma
-    need_sums = training or g.size
-    if need_sums:
+    p = rstd * g if g.size else rstd  # d(y)/d(x) through xhat alone: rstd * gamma
+    if training or g.size:
         dbeta = np.empty(c)
         dyxmu = np.empty(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd
         channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
         dgamma = dyxmu * rstd
-    if training:
+    if training:  # the variance path and the mean path
         count = x3.shape[0] * x3.shape[2]
-        b1 = dbeta / count  # the mean path
-        c2 = dgamma * rstd / count  # the variance path, per unit of (x - mean)
+        q = -p * rstd * dgamma / count
+        r = -p * dbeta / count
     else:
-        b1 = c2 = np.zeros(c)
+        q = r = np.zeros(c)
     dx = np.empty_like(x3)
-    channels.channels_backward_dx(dy3, x3, mean, a, b1, c2, dx)
+    channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
     if gamma is None:
         return dx.reshape(x.shape), None, None
     return dx.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)

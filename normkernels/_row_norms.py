@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _checks
-from .cpu import rows
+from .cpu import _loops, rows
 
 # Each backward block adds its rows into one (A,) float64 partial per affine output; at most this many
 # partial elements in all, so the memory stays bounded for very wide layer norms.
@@ -85,7 +85,7 @@ def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
     sums = []
     for part in (dgamma_part, dbeta_part):
         total = np.empty(width)
-        rows.sum_blocks(part, total)
+        _loops.sum_blocks(part, total)
         sums.append(total.astype(x.dtype).reshape(view.affine_shape))
     return (dx.reshape(x.shape), *sums)
 

@@ -27,14 +27,17 @@ Backward, per channel, with xhat = (x - mean) * rstd:
     dx     = rstd * gamma * (dy - dbeta / M - xhat * dgamma / M)      (training)
     dx     = rstd * gamma * dy                                        (eval: mean, rstd are constants)
 
+both computed as dx = p * dy + q * (x - mean) + r with per-channel p = rstd * gamma,
+q = -rstd**2 * gamma * dgamma / M and r = -rstd * gamma * dbeta / M (q = r = 0 in eval).
+
 Arithmetic is float64 whatever the storage dtype.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from . import _loops as L
 from ._jit import PARALLEL, SERIAL
-from ._reduce import sum_, sum_dy_dyxmu, sum_sq_dev
 
 
 @njit(**SERIAL)
@@ -67,17 +70,11 @@ def channels_stats(x, block, mean, var):
         for b in prange(B):
             n0 = b * block
             n1 = min(N, n0 + block)
-            mp = mean_part[b]
-            qp = m2_part[b]
             for n in range(n0, n1):
-                for c in range(C):
-                    mp[c] += x[n, c, 0]
-            for c in range(C):
-                mp[c] /= count[b]
+                L.add_into(mean_part[b], x[n].reshape(C))
+            mean_part[b] /= count[b]
             for n in range(n0, n1):
-                for c in range(C):
-                    d = x[n, c, 0] - mp[c]
-                    qp[c] += d * d
+                L.add_sq_dev_into(m2_part[b], x[n].reshape(C), mean_part[b])
     else:  # one task per (block, channel); each sample's channel is a contiguous run of S values
         for t in prange(B * C):
             b = t // C
@@ -86,11 +83,11 @@ def channels_stats(x, block, mean, var):
             n1 = min(N, n0 + block)
             s = 0.0
             for n in range(n0, n1):
-                s += sum_(x[n, c])
+                s += L.sum_(x[n, c])
             m = s / count[b]
             q = 0.0
             for n in range(n0, n1):
-                q += sum_sq_dev(x[n, c], m)
+                q += L.sum_sq_dev(x[n, c], m)
             mean_part[b, c] = m
             m2_part[b, c] = q
     m2 = np.empty(C)
@@ -104,17 +101,12 @@ def channels_normalize(x, mean, scale, shift, y):
     N, C, S = x.shape
     if S == 1:  # (N, D): one row per task
         for n in prange(N):
-            for c in range(C):
-                y[n, c, 0] = (x[n, c, 0] - mean[c]) * scale[c] + shift[c]
+            L.scale_shift_each(x[n].reshape(C), mean, scale, shift, y[n].reshape(C))
     else:  # one (n, c) run of S contiguous values per task
         for t in prange(N * C):
             n = t // C
             c = t % C
-            m = mean[c]
-            sc = scale[c]
-            sh = shift[c]
-            for s in range(S):
-                y[n, c, s] = (x[n, c, s] - m) * sc + sh
+            L.scale_shift(x[n, c], mean[c], scale[c], shift[c], y[n, c])
 
 
 @njit(**PARALLEL)
@@ -126,48 +118,29 @@ def channels_backward_sums(dy, x, mean, block, sdy, sdyxmu):
     pdyxmu = np.zeros((B, C))
     if S == 1:
         for b in prange(B):
-            p1 = pdy[b]
-            p2 = pdyxmu[b]
             for n in range(b * block, min(N, (b + 1) * block)):
-                for c in range(C):
-                    d = np.float64(dy[n, c, 0])
-                    p1[c] += d
-                    p2[c] += d * (x[n, c, 0] - mean[c])
+                L.add_dy_dyxmu_into(pdy[b], pdyxmu[b], dy[n].reshape(C), x[n].reshape(C), mean)
     else:
         for t in prange(B * C):
             b = t // C
             c = t % C
-            s1 = 0.0
-            s2 = 0.0
             for n in range(b * block, min(N, (b + 1) * block)):
-                u, v = sum_dy_dyxmu(dy[n, c], x[n, c], mean[c])
-                s1 += u
-                s2 += v
-            pdy[b, c] = s1
-            pdyxmu[b, c] = s2
-    sdy[:] = 0.0
-    sdyxmu[:] = 0.0
-    for b in range(B):
-        for c in range(C):
-            sdy[c] += pdy[b, c]
-            sdyxmu[c] += pdyxmu[b, c]
+                u, v = L.sum_dy_dyxmu(dy[n, c], x[n, c], mean[c])
+                pdy[b, c] += u
+                pdyxmu[b, c] += v
+    L.sum_blocks(pdy, sdy)
+    L.sum_blocks(pdyxmu, sdyxmu)
 
 
 @njit(**PARALLEL)
-def channels_backward_dx(dy, x, mean, a, b1, c2, dx):
-    """dx = a[c] * (dy - b1[c] - (x - mean[c]) * c2[c]); all per-channel vectors (C,) float64."""
+def channels_backward_dx(dy, x, mean, p, q, r, dx):
+    """dx = p[c] * dy + q[c] * (x - mean[c]) + r[c]; all per-channel vectors (C,) float64."""
     N, C, S = x.shape
     if S == 1:
         for n in prange(N):
-            for c in range(C):
-                dx[n, c, 0] = a[c] * (dy[n, c, 0] - b1[c] - (x[n, c, 0] - mean[c]) * c2[c])
+            L.grad_input_each(dy[n].reshape(C), x[n].reshape(C), mean, p, q, r, dx[n].reshape(C))
     else:
         for t in prange(N * C):
             n = t // C
             c = t % C
-            m = mean[c]
-            ac = a[c]
-            bc = b1[c]
-            cc = c2[c]
-            for s in range(S):
-                dx[n, c, s] = ac * (dy[n, c, s] - bc - (x[n, c, s] - m) * cc)
+            L.grad_input(dy[n, c], x[n, c], mean[c], p[c], q[c], r[c], dx[n, c])

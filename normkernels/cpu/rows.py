@@ -32,8 +32,8 @@ Arithmetic is float64 whatever the storage dtype; an empty ``gamma`` or ``beta``
 import numpy as np
 from numba import njit, prange
 
-from ._jit import PARALLEL, REDUCE, SERIAL
-from ._reduce import sum_, sum_dy_dyxmu, sum_sq_dev
+from . import _loops as L
+from ._jit import PARALLEL
 
 
 @njit(**PARALLEL)
@@ -46,37 +46,21 @@ def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
     for r in prange(R):
         xr = x[r]
         yr = y[r]
-        m = sum_(xr) / K
-        rs = 1.0 / np.sqrt(sum_sq_dev(xr, m) / K + eps)
+        m = L.sum_(xr) / K
+        rs = 1.0 / np.sqrt(L.sum_sq_dev(xr, m) / K + eps)
         mean[r] = m
         rstd[r] = rs
         a0 = (r % groups) * cg
         if inner == 1:  # affine per element
-            for k in range(K):
-                v = (xr[k] - m) * rs
-                if has_gamma:
-                    v = v * gamma[a0 + k]
-                if has_beta:
-                    v = v + beta[a0 + k]
-                yr[k] = v
+            L.normalize_affine(
+                xr, m, rs, gamma[a0 : a0 + K] if has_gamma else gamma, beta[a0 : a0 + K] if has_beta else beta, yr
+            )
         else:  # affine per channel segment
             for j in range(cg):
+                lo = j * inner
                 scale = rs * gamma[a0 + j] if has_gamma else rs
                 shift = beta[a0 + j] if has_beta else 0.0
-                for k in range(j * inner, (j + 1) * inner):
-                    yr[k] = (xr[k] - m) * scale + shift
-
-
-@njit(**REDUCE)
-def _sum_g_gxmu(dy, x, gamma, m):
-    """(sum(dy * gamma), sum(dy * gamma * (x - m))) over one row with per-element gamma."""
-    sg = 0.0
-    sgxmu = 0.0
-    for k in range(x.size):
-        g = dy[k] * np.float64(gamma[k])
-        sg += g
-        sgxmu += g * (x[k] - m)
-    return sg, sgxmu
+                L.scale_shift(xr[lo : lo + inner], m, scale, shift, yr[lo : lo + inner])
 
 
 @njit(**PARALLEL)
@@ -99,22 +83,20 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_par
             m = np.float64(mean[r])
             rs = np.float64(rstd[r])
             a0 = (r % groups) * cg
-            # sg = sum(g), sgxmu = sum(g * (x - mean)) over the row
+            g_row = gamma[a0 : a0 + K] if has_gamma and inner == 1 else gamma  # per-element gamma (layer norm)
+            # sg = sum(g), sgxmu = sum(g * (x - mean)) over the row, g = dy * gamma
             if inner == 1:
                 if has_gamma:
-                    sg, sgxmu = _sum_g_gxmu(dyr, xr, gamma[a0 : a0 + K], m)
-                    for k in range(K):
-                        d = np.float64(dyr[k])
-                        pb[a0 + k] += d
-                        pg[a0 + k] += d * ((xr[k] - m) * rs)
+                    sg, sgxmu = L.sum_g_gxmu(dyr, xr, g_row, m)
+                    L.add_dy_dyxhat_into(pb[a0 : a0 + K], pg[a0 : a0 + K], dyr, xr, m, rs)
                 else:
-                    sg, sgxmu = sum_dy_dyxmu(dyr, xr, m)
+                    sg, sgxmu = L.sum_dy_dyxmu(dyr, xr, m)
             else:
                 sg = 0.0
                 sgxmu = 0.0
                 for j in range(cg):
                     lo = j * inner
-                    sdy, sdyxmu = sum_dy_dyxmu(dyr[lo : lo + inner], xr[lo : lo + inner], m)
+                    sdy, sdyxmu = L.sum_dy_dyxmu(dyr[lo : lo + inner], xr[lo : lo + inner], m)
                     if has_gamma:
                         ga = np.float64(gamma[a0 + j])
                         pb[a0 + j] += sdy
@@ -125,21 +107,13 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_par
                     sgxmu += sdyxmu
             c1 = sg / K  # mean(g)
             c2 = sgxmu * rs / K  # mean(g * xhat)
+            # dx = rs * (g - c1 - xhat * c2) = (rs * gamma) * dy + q * (x - mean) + r
+            q = -rs * rs * c2
+            r_ = -rs * c1
             if inner == 1:
-                for k in range(K):
-                    g = dyr[k] * np.float64(gamma[a0 + k]) if has_gamma else np.float64(dyr[k])
-                    dxr[k] = rs * (g - c1 - (xr[k] - m) * rs * c2)
+                L.grad_input_affine(dyr, xr, m, rs, g_row, q, r_, dxr)
             else:
                 for j in range(cg):
-                    ga = np.float64(gamma[a0 + j]) if has_gamma else 1.0
-                    for k in range(j * inner, (j + 1) * inner):
-                        dxr[k] = rs * (dyr[k] * ga - c1 - (xr[k] - m) * rs * c2)
-
-
-@njit(**SERIAL)
-def sum_blocks(part, out):
-    """out[:] = sum of the rows of part, added in row order (a fixed order, whatever the thread count)."""
-    out[:] = 0.0
-    for b in range(part.shape[0]):
-        for a in range(part.shape[1]):
-            out[a] += part[b, a]
+                    lo = j * inner
+                    p = rs * np.float64(gamma[a0 + j]) if has_gamma else rs
+                    L.grad_input(dyr[lo : lo + inner], xr[lo : lo + inner], m, p, q, r_, dxr[lo : lo + inner])
