@@ -18,7 +18,7 @@ def _view(x: np.ndarray) -> tuple[np.ndarray, int]:
     """x as (N, C, S) and the statistics block size in samples (fixed by the shape alone)."""
     n, c = x.shape[:2]
     s = math.prod(x.shape[2:])
-    return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // (s if s > 1 else c))
+    return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // max(1, s if s > 1 else c))
 
 
 def _running(name: str, a, channels_: int, *, op: str) -> np.ndarray:
@@ -56,6 +56,7 @@ def batch_norm_forward(
     _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=2, op=op)
     eps = _checks.eps(eps, op=op)
+    momentum = _checks.real("momentum", momentum, op=op)
     c = x.shape[1]
     g, b = _checks.affine(gamma, beta, (c,), x.dtype, op=op)
     if (running_mean is None) != (running_var is None):

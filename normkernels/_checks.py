@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -46,15 +47,29 @@ def affine(gamma, beta, shape: tuple, dtype: np.dtype, *, op: str) -> tuple[np.n
     return g, b
 
 
-def eps(value: float, *, op: str) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{op}: expected eps to be a finite number >= 0, got {value!r}")
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def real(name: str, value, *, op: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite real number in [low, high] (bools are not numbers here)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{op}: expected {name} to be a real number, got {type(value).__name__}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{op}: expected {name} to be a finite number in [{low}, {high}], got {value!r}")
     return float(value)
 
 
+def eps(value, *, op: str) -> float:
+    return real("eps", value, op=op, low=0.0)
+
+
 def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
-    shape = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
-    if not shape or any(not isinstance(d, (int, np.integer)) for d in shape):
+    if _is_int(value):
+        shape = (value,)
+    elif isinstance(value, (tuple, list)) and value and all(_is_int(d) for d in value):
+        shape = tuple(value)
+    else:
         raise TypeError(f"{op}: expected normalized_shape to be an int or a non-empty tuple of ints, got {value!r}")
     shape = tuple(int(d) for d in shape)
     if len(shape) > len(x_shape) or tuple(x_shape[len(x_shape) - len(shape) :]) != shape:
@@ -66,7 +81,7 @@ def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
 
 
 def num_groups(value, channels: int, *, op: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{op}: expected num_groups to be a positive int, got {value!r}")
     if channels % value:
         raise ValueError(

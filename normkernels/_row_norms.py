@@ -70,9 +70,10 @@ def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
     rstd = _checks.stats("rstd", rstd, view.stats_shape, x.dtype, op=op)
     g, _ = _checks.affine(gamma, None, view.affine_shape, x.dtype, op=op)
     width = g.size  # partial sums per block: one per affine element, none without gamma
-    blocks = max(1, min(view.rows, _MAX_BLOCKS, _MAX_PARTIAL_ELEMENTS // max(width, 1)))
-    block = -(-view.rows // blocks)
-    blocks = -(-view.rows // block) if view.rows else 0
+    # rows per block: at most _MAX_BLOCKS blocks, and at most _MAX_PARTIAL_ELEMENTS partial sums in all
+    blocks = min(_MAX_BLOCKS, max(1, _MAX_PARTIAL_ELEMENTS // max(width, 1)))
+    block = max(1, -(-view.rows // blocks))
+    blocks = -(-view.rows // block)
     dgamma_part = np.zeros((blocks, width))
     dbeta_part = np.zeros((blocks, width))
     x2 = x.reshape(view.rows, view.length)

@@ -11,16 +11,6 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-def _torch_forward(case, x, gamma, beta, eps=1e-5):
-    if case.norm == "batch_norm":
-        return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
-    if case.norm == "layer_norm":
-        return F.layer_norm(x, case.normalized_shape, gamma, beta, eps=eps)
-    if case.norm == "instance_norm":
-        return F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
-    return F.group_norm(x, case.num_groups, gamma, beta, eps=eps)
-
-
 @pytest.mark.parametrize("case", case_params())
 def test_kernels_match_pytorch_autograd(case, dtype, affine):
     x, gamma, beta, dy = case.inputs(dtype, affine)
@@ -31,7 +21,7 @@ def test_kernels_match_pytorch_autograd(case, dtype, affine):
     tx, tg, tb = (
         None if a is None else torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta)
     )
-    ty = _torch_forward(case, tx, tg, tb)
+    ty = case.torch_forward(tx, tg, tb)
     ty.backward(torch.tensor(dy, dtype=torch.float64))
     tol = compare.kernel_tolerance(dtype)
     compare.assert_close(y, ty.detach().numpy(), tol, what="y")

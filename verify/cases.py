@@ -50,10 +50,6 @@ class Case:
     def layout(self) -> staged.Layout:
         return staged.layout(self.norm, self.shape, num_groups=self.num_groups, normalized_shape=self.normalized_shape)
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
     def inputs(self, dtype=np.float64, affine: str = "gamma_beta", seed: int = 0) -> Inputs:
         """x with a non-zero mean and non-unit scale; gamma away from 1, beta and dy random (never ones)."""
         rng = np.random.default_rng(seed)
@@ -87,6 +83,38 @@ class Case:
     def staged_forward(self, x, gamma, beta, eps: float = 1e-5):
         return staged.forward(
             x, gamma, beta, norm=self.norm, eps=eps, num_groups=self.num_groups, normalized_shape=self.normalized_shape
+        )
+
+    def torch_forward(self, x, gamma, beta, eps: float = 1e-5):
+        """The same op in torch.nn.functional (batch norm in training mode), on torch tensors."""
+        import torch.nn.functional as F
+
+        if self.norm == "batch_norm":
+            return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+        if self.norm == "layer_norm":
+            return F.layer_norm(x, self.normalized_shape, gamma, beta, eps=eps)
+        if self.norm == "instance_norm":
+            return F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
+        return F.group_norm(x, self.num_groups, gamma, beta, eps=eps)
+
+    def against_staged(self, dtype, affine: str = "gamma_beta", *, backend: str = "cpu") -> dict:
+        """Run the project's forward and backward and the staged graph on the same inputs.
+
+        Returns {tensor: (ours, float64 reference)} for y, mean, rstd, dx, dgamma and dbeta; without gamma the
+        references for dgamma and dbeta are None (the contract's answer).
+        """
+        x, gamma, beta, dy = self.inputs(dtype, affine)
+        y, mean, rstd = self.forward(x, gamma, beta, backend=backend)
+        dx, dgamma, dbeta = self.backward(dy, x, gamma, mean, rstd, backend=backend)
+        ref_y, cache = self.staged_forward(x, gamma, beta)
+        ref = staged.backward(dy, cache)
+        return dict(
+            y=(y, ref_y),
+            mean=(mean, cache["mean"]),
+            rstd=(rstd, cache["rstd"]),
+            dx=(dx, ref["dx"]),
+            dgamma=(dgamma, ref["dgamma"]),
+            dbeta=(dbeta, ref["dbeta"]),
         )
 
 
