@@ -39,6 +39,7 @@ NORMS = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
 class Layout:
     """How one norm sees x: the statistics view, its reduced axes, and how gamma broadcasts against x."""
 
+    norm: str
     x_shape: tuple
     view_shape: tuple  # x.reshape(view_shape) is what the statistics are taken over
     reduce_axes: tuple  # axes of the view reduced for the statistics
@@ -50,6 +51,30 @@ class Layout:
     def count(self) -> int:
         """M: values per statistics group."""
         return math.prod(self.view_shape[a] for a in self.reduce_axes)
+
+    @property
+    def groups(self) -> int:
+        """G for group norm (the view's second dim), else 0."""
+        return self.view_shape[1] if self.norm == "group_norm" else 0
+
+    def describe(self, kind: str, index: tuple) -> str:
+        """What an element means: kind "x" (x-shaped tensors), "stats" (mean, rstd) or "affine" (gamma...)."""
+        index = tuple(int(i) for i in index)
+        if self.norm == "layer_norm":
+            lead = len(self.stats_shape)
+            if kind == "x":
+                return f"row {index[:lead]}, element {index[lead:]}"
+            return f"row {index}" if kind == "stats" else f"element {index}"
+        if kind == "affine":
+            return f"channel {index[0]}"
+        n, c = (index + (0, 0))[:2]
+        if self.norm == "batch_norm":
+            return f"channel {index[0]}" if kind == "stats" else f"n={n}, channel {c}"
+        if self.norm == "instance_norm":
+            return f"row (n={n}, channel {c})"
+        if kind == "stats":
+            return f"row (n={n}, group {c})"
+        return f"row (n={n}, group {c // (self.x_shape[1] // self.groups)}), channel {c}"
 
     @property
     def affine_reduce_axes(self) -> tuple:
@@ -67,17 +92,17 @@ def layout(
     if norm == "layer_norm":
         ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         lead = x_shape[: nd - len(ns)]
-        return Layout(x_shape, x_shape, tuple(range(nd - len(ns), nd)), ns, ns, lead)
+        return Layout(norm, x_shape, x_shape, tuple(range(nd - len(ns), nd)), ns, ns, lead)
     n, c = x_shape[:2]
     spatial = (1,) * (nd - 2)
     channel = (1, c) + spatial
     if norm == "batch_norm":
-        return Layout(x_shape, x_shape, (0,) + tuple(range(2, nd)), (c,), channel, (c,))
+        return Layout(norm, x_shape, x_shape, (0,) + tuple(range(2, nd)), (c,), channel, (c,))
     if norm == "instance_norm":
-        return Layout(x_shape, x_shape, tuple(range(2, nd)), (c,), channel, (n, c))
+        return Layout(norm, x_shape, x_shape, tuple(range(2, nd)), (c,), channel, (n, c))
     if norm == "group_norm":
         g = num_groups
-        return Layout(x_shape, (n, g, math.prod(x_shape) // (n * g)), (2,), (c,), channel, (n, g))
+        return Layout(norm, x_shape, (n, g, math.prod(x_shape) // (n * g)), (2,), (c,), channel, (n, g))
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 

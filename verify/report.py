@@ -1,0 +1,80 @@
+"""The verifier's report: one row per check, a verdict, and a readable print-out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+def _num(v: float | None) -> str:
+    return f"{v:9.2e}" if v is not None else f"{'-':>9}"
+
+
+class GradcheckError(AssertionError):
+    """Raised by Report.raise_if_failed; its message is the printed report."""
+
+
+@dataclass
+class Row:
+    check: str  # what was compared, e.g. "dx vs staged graph"
+    passed: bool
+    max_abs: float | None = None  # max |ours - reference|
+    rel: float | None = None  # cs231n rel_error: max |a - b| / max(1e-8, |a| + |b|)
+    where: str = ""  # the worst element and what it means, e.g. "[1, 3, 0] (n=1, channel 3)"
+    tolerance: str = ""  # e.g. "rtol 1e-05, atol 1e-05"
+    cause: str = ""  # the likely mistake, when the error matches a known one
+    detail: str = ""  # anything else worth saying (shapes, counts, step size)
+
+
+@dataclass
+class Report:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if not r.passed]
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+    def to_dict(self) -> dict:
+        return {
+            "title": self.title,
+            "passed": self.passed,
+            "notes": list(self.notes),
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def raise_if_failed(self) -> None:
+        if not self.passed:
+            raise GradcheckError(str(self))
+
+    def __str__(self) -> str:
+        width = max([len(r.check) for r in self.rows] + [5])
+        lines = [
+            f"{self.title}: {'PASS' if self.passed else 'FAIL'} "
+            f"({len(self.rows) - len(self.failures)}/{len(self.rows)} checks pass)"
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        head = f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'tolerance':<24}  result  where"
+        lines += [head, "  " + "-" * (len(head) + 10)]
+        for r in self.rows:
+            lines.append(
+                f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {r.tolerance:<24}  "
+                f"{'PASS' if r.passed else 'FAIL':<6}  {r.where}"
+            )
+            if r.detail and not r.passed:
+                lines.append(f"  {'':<{width}}    {r.detail}")
+            if r.cause:
+                lines.append(f"  {'':<{width}}    likely cause: {r.cause}")
+        return "\n".join(lines)
