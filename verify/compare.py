@@ -24,6 +24,9 @@ KERNEL = {
 # Central finite differences of a float64 function against its analytic gradient: truncation ~h**2 and
 # rounding ~2**-53 / h with h ~ 6e-6 leave ~1e-10 relative; the margin covers curvature of the rstd term.
 FINITE_DIFFERENCE = Tol(rtol=1e-6, atol=1e-8)
+# The same for a forward that computes in float32: h ~ 5e-3 and rounding ~6e-8 / h leave ~1e-5 relative at
+# best. Never used for float64 code. The verifier adds the rounding bound of the sum itself to atol.
+FINITE_DIFFERENCE_FLOAT32 = Tol(rtol=1e-2, atol=1e-4)
 
 
 def kernel_tolerance(dtype) -> Tol:

@@ -61,16 +61,17 @@ class Report:
 
     def __str__(self) -> str:
         width = max([len(r.check) for r in self.rows] + [5])
+        tw = max([len(r.tolerance) for r in self.rows] + [9])
         lines = [
             f"{self.title}: {'PASS' if self.passed else 'FAIL'} "
             f"({len(self.rows) - len(self.failures)}/{len(self.rows)} checks pass)"
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        head = f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'tolerance':<24}  result  where"
+        head = f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'tolerance':<{tw}}  result  where"
         lines += [head, "  " + "-" * (len(head) + 10)]
         for r in self.rows:
             lines.append(
-                f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {r.tolerance:<24}  "
+                f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {r.tolerance:<{tw}}  "
                 f"{'PASS' if r.passed else 'FAIL':<6}  {r.where}"
             )
             if r.detail and not r.passed:
