@@ -85,6 +85,24 @@ class Case:
             x, gamma, beta, norm=self.norm, eps=eps, num_groups=self.num_groups, normalized_shape=self.normalized_shape
         )
 
+    def layer(self, backend: str = "cpu"):
+        """The project's kernels for this case as a cs231n layer: forward(x, gamma, beta) -> (y, cache),
+        backward(dy, cache) -> (dx, dgamma, dbeta); what verify.check takes."""
+
+        def forward(x, gamma, beta):
+            y, mean, rstd = self.forward(x, gamma, beta, backend=backend)
+            return y, (x, gamma, mean, rstd)
+
+        def backward(dy, cache):
+            return self.backward(dy, *cache, backend=backend)
+
+        return forward, backward
+
+    @property
+    def layout_kwargs(self) -> dict:
+        """num_groups / normalized_shape as verify.check and verify.staged take them."""
+        return dict(num_groups=self.num_groups, normalized_shape=self.normalized_shape)
+
     def torch_forward(self, x, gamma, beta, eps: float = 1e-5):
         """The same op in torch.nn.functional (batch norm in training mode), on torch tensors."""
         import torch.nn.functional as F

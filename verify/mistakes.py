@@ -119,16 +119,17 @@ def diagnose(tensor: str, got, x, gamma, beta, dy, eps: float, lay: Layout, tol:
     correct = graph(x, gamma, beta, dy, eps, lay)[tensor]
     if np.shape(got) != correct.shape:
         return ""
-    close = max(100 * tol.rtol, 1e-6)  # a match: within 100x the tolerance of the mistaken result
+    err = compare.norm_rel_error(got, correct)
+    close = max(100 * tol.rtol, 1e-6)  # a match: this near the mistaken result, and 10x nearer than to the right one
     found = []
     for mistake in MISTAKES:
         if tensor not in mistake.tensors or lay.norm not in mistake.norms:
             continue
         with np.errstate(all="ignore"):
             wrong = graph(x, gamma, beta, dy, eps, lay, mistake.knob)[tensor]
-        if compare.norm_rel_error(wrong, correct) > 10 * close and compare.norm_rel_error(got, wrong) <= close:
+        d_wrong = compare.norm_rel_error(got, wrong)
+        if d_wrong <= close and d_wrong < 0.1 * err:
             found.append(mistake.cause)
-    err = compare.norm_rel_error(got, correct)
     if not found and np.asarray(got).dtype == np.float64 and 1e-9 < err < 1e-5:
         found.append(f"float32 precision in a float64 path (error {err:.1e} of the tensor's scale)")
     return " or ".join(found)
