@@ -68,11 +68,11 @@ class Report:
         ]
         lines += [f"  note: {n}" for n in self.notes]
         head = f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'tolerance':<{tw}}  result  where"
-        lines += [head, "  " + "-" * (len(head) + 10)]
+        lines += [head, "  " + "-" * (len(head) + 20)]
         for r in self.rows:
             lines.append(
                 f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {r.tolerance:<{tw}}  "
-                f"{'PASS' if r.passed else 'FAIL':<6}  {r.where}"
+                f"{'PASS' if r.passed else 'FAIL':<6}  {'' if r.passed else r.where}".rstrip()
             )
             if r.detail and not r.passed:
                 lines.append(f"  {'':<{width}}    {r.detail}")
