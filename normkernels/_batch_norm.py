@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _device
 from .cpu import channels
 
 # Samples per statistics block: a block's slice of one channel (or, for (N, D) input, its rows) holds about
@@ -21,9 +21,14 @@ def _view(x: np.ndarray) -> tuple[np.ndarray, int]:
     return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // max(1, s if s > 1 else c))
 
 
-def _running(name: str, a, channels_: int, *, op: str) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
+def _running(name: str, a, channels_: int, like, *, op: str):
+    """running_mean / running_var: a float array of shape (C,), updated in place; a GPU array with a GPU x."""
+    device = _device.is_device_array(like)
+    if device != _device.is_device_array(a) or not (device or isinstance(a, np.ndarray)):
+        kind = "a GPU array (like x)" if device else "a numpy.ndarray"
+        raise TypeError(f"{op}: expected {name} to be {kind}, got {type(a).__name__}")
+    if device:
+        a = _device.as_device(a)
     if a.dtype.kind != "f" or a.shape != (channels_,):
         raise ValueError(
             f"{op}: expected {name} to be a float array of shape ({channels_},), got {a.dtype} of shape {a.shape}"
@@ -53,24 +58,29 @@ def batch_norm_forward(
     rstd = 1 / sqrt(running_var + eps).
     """
     op = "batch_norm_forward"
-    _checks.backend(backend)
-    x = _checks.input_array(x, min_ndim=2, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     eps = _checks.eps(eps, op=op)
     momentum = _checks.real("momentum", momentum, op=op)
     c = x.shape[1]
-    g, b = _checks.affine(gamma, beta, (c,), x.dtype, op=op)
+    g, b = _checks.affine(gamma, beta, (c,), x, op=op)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
     if running_mean is not None:
-        running_mean = _running("running_mean", running_mean, c, op=op)
-        running_var = _running("running_var", running_var, c, op=op)
+        running_mean = _running("running_mean", running_mean, c, x, op=op)
+        running_var = _running("running_var", running_var, c, x, op=op)
+    if not training and running_mean is None:
+        raise ValueError(f"{op}: expected running_mean and running_var when training=False")
     x3, block = _view(x)
     count = x3.shape[0] * x3.shape[2]
+    if training and count <= 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {list(x.shape)}")
+    if backend == "cuda":
+        from .cuda import ops
+
+        y, mean, rstd = ops.channels_forward(x3, g, b, eps, training, running_mean, running_var, momentum)
+        return y.reshape(x.shape), mean, rstd
     if training:
-        if count <= 1:
-            raise ValueError(
-                f"{op}: Expected more than 1 value per channel when training, got input size {list(x.shape)}"
-            )
         mean = np.empty(c)
         var = np.empty(c)
         channels.channels_stats(x3, block, mean, var)
@@ -78,8 +88,6 @@ def batch_norm_forward(
             running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
             running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (count / (count - 1)))
     else:
-        if running_mean is None:
-            raise ValueError(f"{op}: expected running_mean and running_var when training=False")
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
     rstd = 1.0 / np.sqrt(var + eps)
@@ -107,21 +115,36 @@ def batch_norm_backward(
     ``training=False`` mean and rstd are constants (the running statistics) and dx = dy * gamma * rstd.
     """
     op = "batch_norm_backward"
-    _checks.backend(backend)
-    x = _checks.input_array(x, min_ndim=2, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     c = x.shape[1]
-    dy = _checks.like_input("dy", dy, x.shape, x.dtype, op=op)
-    mean = _checks.stats("mean", mean, (c,), x.dtype, op=op).astype(np.float64)
-    rstd = _checks.stats("rstd", rstd, (c,), x.dtype, op=op).astype(np.float64)
-    g, _ = _checks.affine(gamma, None, (c,), x.dtype, op=op)
+    dy = _checks.like_input("dy", dy, x.shape, x, op=op)
+    mean = _checks.like_input("mean", mean, (c,), x, op=op)
+    rstd = _checks.like_input("rstd", rstd, (c,), x, op=op)
+    g, _ = _checks.affine(gamma, None, (c,), x, op=op)
     x3, block = _view(x)
     dy3 = dy.reshape(x3.shape)
+    if backend == "cuda":
+        from .cuda import ops
+
+        dx, dgamma, dbeta = ops.channels_backward(dy3, x3, g, mean, rstd, training)
+    else:
+        dx, dgamma, dbeta = _cpu_backward(dy3, x3, g, mean, rstd, training, block)
+    if gamma is None:
+        return dx.reshape(x.shape), None, None
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
+def _cpu_backward(dy3, x3, g, mean, rstd, training, block):
+    c = x3.shape[1]
+    mean = mean.astype(np.float64)
+    rstd = rstd.astype(np.float64)
     p = rstd * g if g.size else rstd  # d(y)/d(x) through xhat alone: rstd * gamma
+    dbeta = np.empty(c)
+    dyxmu = np.empty(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd
     if training or g.size:
-        dbeta = np.empty(c)
-        dyxmu = np.empty(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd
         channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
-        dgamma = dyxmu * rstd
+    dgamma = dyxmu * rstd
     if training:  # the variance path and the mean path
         count = x3.shape[0] * x3.shape[2]
         q = -p * rstd * dgamma / count
@@ -130,6 +153,4 @@ def batch_norm_backward(
         q = r = np.zeros(c)
     dx = np.empty_like(x3)
     channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
-    if gamma is None:
-        return dx.reshape(x.shape), None, None
-    return dx.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    return dx, dgamma.astype(x3.dtype), dbeta.astype(x3.dtype)

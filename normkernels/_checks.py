@@ -7,43 +7,82 @@ import numbers
 
 import numpy as np
 
-BACKENDS = ("cpu",)
+from . import _device
+
+BACKENDS = ("cpu", "cuda")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def backend(value: str) -> str:
     if value not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+    if value == "cuda":
+        try:
+            from . import cuda
+        except ImportError as exc:
+            raise RuntimeError('backend="cuda" needs numba-cuda: pip install "normkernels[cuda]"') from exc
+        if not cuda.available():
+            raise RuntimeError(
+                'backend="cuda" needs an NVIDIA GPU with a working driver (numba.cuda.is_available() is False); '
+                "to run the kernels in Numba's CUDA simulator instead, set NUMBA_ENABLE_CUDASIM=1 before "
+                "numba is imported"
+            )
     return value
 
 
-def input_array(x, *, min_ndim: int, op: str) -> np.ndarray:
-    """x as a C-contiguous float32/float64 array (a copy only when it is not contiguous already)."""
+def input_array(x, *, min_ndim: int, op: str, backend: str = "cpu"):
+    """x as a C-contiguous float32/float64 array: NumPy (a copy only when not contiguous already), or, for
+    backend "cuda", a device array as it is (anything with __cuda_array_interface__, viewed without a copy)."""
+    if backend == "cuda" and _device.is_device_array(x):
+        x = _device.as_device(x)
+        _dtype_and_ndim(x, min_ndim, op)
+        if not x.is_c_contiguous():
+            raise ValueError(f"{op}: expected a C-contiguous device array for x, got strides {x.strides}")
+        return x
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{op}: expected x to be a numpy.ndarray, got {type(x).__name__}")
+        raise TypeError(
+            f"{op}: expected x to be a numpy.ndarray{' or a GPU array' if backend == 'cuda' else ''}, "
+            f"got {type(x).__name__}"
+        )
+    _dtype_and_ndim(x, min_ndim, op)
+    return np.ascontiguousarray(x)
+
+
+def _dtype_and_ndim(x, min_ndim: int, op: str) -> None:
     if x.dtype not in DTYPES:
         raise TypeError(f"{op}: expected x to have dtype float32 or float64, got {x.dtype}")
     if x.ndim < min_ndim:
         raise ValueError(f"{op}: expected x with at least {min_ndim} dimensions, got shape {x.shape}")
-    return np.ascontiguousarray(x)
 
 
-def like_input(name: str, a, shape: tuple, dtype: np.dtype, *, op: str) -> np.ndarray:
-    """A companion array (gamma, beta, dy, mean, rstd) checked for shape and converted to x's dtype."""
+def like_input(name: str, a, shape: tuple, like, *, op: str):
+    """A companion array (gamma, beta, dy, mean, rstd) of x, flattened: checked for shape; on the host
+    converted to x's dtype; with a device x, a device array of x's dtype itself (no transfer)."""
+    if _device.is_device_array(like):
+        if not _device.is_device_array(a):
+            raise TypeError(f"{op}: x is a GPU array, so {name} must be one too, got {type(a).__name__}")
+        a = _device.as_device(a)
+        if a.dtype != like.dtype:
+            raise TypeError(f"{op}: expected {name} to have x's dtype {like.dtype}, got {a.dtype}")
+        if a.shape != tuple(shape):
+            raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {a.shape}")
+        if not a.is_c_contiguous():
+            raise ValueError(f"{op}: expected a C-contiguous device array for {name}")
+        return a.reshape(a.size)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype.kind != "f":
         raise TypeError(f"{op}: expected {name} to have a floating-point dtype, got {a.dtype}")
     if a.shape != tuple(shape):
         raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {a.shape}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.ascontiguousarray(a, dtype=like.dtype).reshape(-1)
 
 
-def affine(gamma, beta, shape: tuple, dtype: np.dtype, *, op: str) -> tuple[np.ndarray, np.ndarray]:
-    """gamma and beta as kernel arguments: checked and converted, or an empty array for None."""
-    empty = np.empty(0, dtype=dtype)
-    g = empty if gamma is None else like_input("gamma", gamma, shape, dtype, op=op).reshape(-1)
-    b = empty if beta is None else like_input("beta", beta, shape, dtype, op=op).reshape(-1)
+def affine(gamma, beta, shape: tuple, like, *, op: str):
+    """gamma and beta as kernel arguments: flat, checked and converted, or an empty array for None."""
+    device = _device.is_device_array(like)
+    g = _device.empty(0, like.dtype, device=device) if gamma is None else like_input("gamma", gamma, shape, like, op=op)
+    b = _device.empty(0, like.dtype, device=device) if beta is None else like_input("beta", beta, shape, like, op=op)
     return g, b
 
 
@@ -91,14 +130,11 @@ def num_groups(value, channels: int, *, op: str) -> int:
     return int(value)
 
 
-def stats(name: str, a, shape: tuple, dtype: np.dtype, *, op: str) -> np.ndarray:
-    """mean or rstd handed to a backward: the shape the forward returned."""
-    return like_input(name, a, shape, dtype, op=op).reshape(-1)
-
-
 def stats_ndim(name: str, a, allowed, *, op: str) -> int:
     """The ndim of a backward's mean or rstd, from which the backward infers its layout."""
-    if not isinstance(a, np.ndarray):
+    if _device.is_device_array(a):
+        a = _device.as_device(a)
+    elif not isinstance(a, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
     if a.ndim not in allowed:
         raise ValueError(f"{op}: expected {name} with ndim in {list(allowed)}, got shape {a.shape}")

@@ -51,24 +51,41 @@ def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
 
 
 def _forward(op, x, view: _RowView, gamma, beta, eps, backend):
-    _checks.backend(backend)
     eps = _checks.eps(eps, op=op)
-    g, b = _checks.affine(gamma, beta, view.affine_shape, x.dtype, op=op)
+    g, b = _checks.affine(gamma, beta, view.affine_shape, x, op=op)
     x2 = x.reshape(view.rows, view.length)
-    y = np.empty_like(x2)
-    mean = np.empty(view.rows)
-    rstd = np.empty(view.rows)
-    rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
-    stats = (a.astype(x.dtype).reshape(view.stats_shape) for a in (mean, rstd))
-    return (y.reshape(x.shape), *stats)
+    if backend == "cuda":
+        from .cuda import ops
+
+        y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner)
+    else:
+        y = np.empty_like(x2)
+        mean = np.empty(view.rows)
+        rstd = np.empty(view.rows)
+        rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
+        mean, rstd = mean.astype(x.dtype), rstd.astype(x.dtype)
+    return y.reshape(x.shape), mean.reshape(view.stats_shape), rstd.reshape(view.stats_shape)
 
 
 def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
-    _checks.backend(backend)
-    dy = _checks.like_input("dy", dy, x.shape, x.dtype, op=op)
-    mean = _checks.stats("mean", mean, view.stats_shape, x.dtype, op=op)
-    rstd = _checks.stats("rstd", rstd, view.stats_shape, x.dtype, op=op)
-    g, _ = _checks.affine(gamma, None, view.affine_shape, x.dtype, op=op)
+    dy = _checks.like_input("dy", dy, x.shape, x, op=op)
+    mean = _checks.like_input("mean", mean, view.stats_shape, x, op=op)
+    rstd = _checks.like_input("rstd", rstd, view.stats_shape, x, op=op)
+    g, _ = _checks.affine(gamma, None, view.affine_shape, x, op=op)
+    x2 = x.reshape(view.rows, view.length)
+    dy2 = dy.reshape(x2.shape)
+    if backend == "cuda":
+        from .cuda import ops
+
+        dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner)
+    else:
+        dx, dgamma, dbeta = _cpu_rows_backward(dy2, x2, g, mean, rstd, view)
+    if gamma is None:
+        return dx.reshape(x.shape), None, None
+    return dx.reshape(x.shape), dgamma.reshape(view.affine_shape), dbeta.reshape(view.affine_shape)
+
+
+def _cpu_rows_backward(dy2, x2, g, mean, rstd, view: _RowView):
     width = g.size  # partial sums per block: one per affine element, none without gamma
     # rows per block: at most _MAX_BLOCKS blocks, and at most _MAX_PARTIAL_ELEMENTS partial sums in all
     blocks = min(_MAX_BLOCKS, max(1, _MAX_PARTIAL_ELEMENTS // max(width, 1)))
@@ -76,19 +93,14 @@ def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
     blocks = -(-view.rows // block)
     dgamma_part = np.zeros((blocks, width))
     dbeta_part = np.zeros((blocks, width))
-    x2 = x.reshape(view.rows, view.length)
     dx = np.empty_like(x2)
-    rows.rows_backward(
-        dy.reshape(x2.shape), x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part
-    )
-    if gamma is None:
-        return dx.reshape(x.shape), None, None
+    rows.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part)
     sums = []
     for part in (dgamma_part, dbeta_part):
         total = np.empty(width)
         _loops.sum_blocks(part, total)
-        sums.append(total.astype(x.dtype).reshape(view.affine_shape))
-    return (dx.reshape(x.shape), *sums)
+        sums.append(total.astype(x2.dtype))
+    return dx, *sums
 
 
 def layer_norm_forward(
@@ -106,7 +118,8 @@ def layer_norm_forward(
     Returns y (x.shape), mean and rstd (lead), rstd = 1 / sqrt(biased var + eps).
     """
     op = "layer_norm_forward"
-    x = _checks.input_array(x, min_ndim=1, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     normalized = _checks.normalized_shape(normalized_shape, x.shape, op=op)
     return _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, beta, eps, backend)
 
@@ -120,7 +133,8 @@ def layer_norm_backward(
     Returns dx (x.shape), dgamma and dbeta (normalized; None when gamma is None).
     """
     op = "layer_norm_backward"
-    x = _checks.input_array(x, min_ndim=1, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     lead = _checks.stats_ndim("mean", mean, range(x.ndim), op=op)
     view = _layer_norm_view(x.shape, x.shape[lead:])
     return _backward(op, dy, x, gamma, mean, rstd, view, backend)
@@ -136,7 +150,8 @@ def instance_norm_forward(
 ):
     """InstanceNorm: x (N, C, *spatial); gamma, beta (C,) or None. Returns y, mean and rstd (N, C)."""
     op = "instance_norm_forward"
-    x = _checks.input_array(x, min_ndim=3, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
     return _forward(op, x, _instance_norm_view(x.shape), gamma, beta, eps, backend)
 
 
@@ -145,7 +160,8 @@ def instance_norm_backward(
 ):
     """Gradients of instance_norm_forward. Returns dx (N, C, *spatial), dgamma and dbeta (C,) or None."""
     op = "instance_norm_backward"
-    x = _checks.input_array(x, min_ndim=3, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
     return _backward(op, dy, x, gamma, mean, rstd, _instance_norm_view(x.shape), backend)
 
 
@@ -163,7 +179,8 @@ def group_norm_forward(
     gamma, beta: (C,) or None. Returns y, mean and rstd (N, num_groups).
     """
     op = "group_norm_forward"
-    x = _checks.input_array(x, min_ndim=2, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     groups = _checks.num_groups(num_groups, x.shape[1], op=op)
     return _forward(op, x, _group_norm_view(x.shape, groups), gamma, beta, eps, backend)
 
@@ -173,7 +190,8 @@ def group_norm_backward(
 ):
     """Gradients of group_norm_forward; the group count is mean.shape[1]. Returns dx, dgamma, dbeta (C,)."""
     op = "group_norm_backward"
-    x = _checks.input_array(x, min_ndim=2, op=op)
+    backend = _checks.backend(backend)
+    x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     _checks.stats_ndim("mean", mean, (2,), op=op)
     groups = _checks.num_groups(mean.shape[1], x.shape[1], op=op)
     return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), backend)

@@ -50,7 +50,12 @@ BAD = [
         "running_var",
         lambda: nk.batch_norm_forward(X, running_mean=np.zeros(6), running_var=np.ones(5)),
     ),
-    ("backend", ValueError, r"backend must be one of \('cpu',\)", lambda: nk.layer_norm_forward(X, 3, backend="gpu")),
+    (
+        "backend",
+        ValueError,
+        r"backend must be one of \('cpu', 'cuda'\), got 'gpu'",
+        lambda: nk.layer_norm_forward(X, 3, backend="gpu"),
+    ),
     ("dy shape", ValueError, "expected dy of shape", lambda: nk.instance_norm_backward(X[:2], X, None, STATS, STATS)),
     (
         "mean shape",
@@ -78,3 +83,11 @@ BAD = [
 def test_bad_input_gets_a_clear_error(what, error, message, call):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_cuda_backend_without_a_gpu_says_what_is_missing():
+    cuda_backend = pytest.importorskip("normkernels.cuda")
+    if cuda_backend.available():
+        pytest.skip("a GPU (or the simulator) is available here")
+    with pytest.raises(RuntimeError, match="needs an NVIDIA GPU"):
+        nk.layer_norm_forward(X, 3, backend="cuda")

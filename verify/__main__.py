@@ -1,14 +1,20 @@
 """python -m verify: every kernel through verify.check, over the shape catalogue.
 
-Each (op, backend, dtype, case, affine variant) is one verify.check run. Prints a line per failing run (or
-every run with -v), then a table of the worst error against the staged graph per op x backend x dtype x
-tensor, and exits with status 1 if any check failed.
+Each (op, backend, dtype, case, affine variant) is one verify.check run. Prints the report of every failing
+run (or every run with -v), then a table of the worst error against the staged graph per op x backend x
+dtype x tensor, and exits with status 1 if any check failed.
+
+The cuda backend runs on a GPU when there is one. Without one, ``--backends cuda`` runs it in Numba's CUDA
+simulator (a second process with NUMBA_ENABLE_CUDASIM=1) on the tiny shapes of CUDA_TINY, with fewer
+finite differences, and labels it "cuda (simulator)".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -17,7 +23,7 @@ import numpy as np
 import normkernels as nk
 
 from . import check
-from .cases import AFFINE, CASES
+from .cases import AFFINE, CASES, CUDA_TINY
 from .staged import NORMS
 
 DTYPES = ("float32", "float64")
@@ -44,43 +50,87 @@ class _Progress:
             sys.stderr.write("\r" + " " * 90 + "\r")
 
 
-def _runs(args):
-    cases = [c for c in CASES if c.norm in args.ops and (not args.quick or "small" in c.tags)]
-    affines = ("gamma_beta",) if args.quick else AFFINE
-    for case in cases:
-        for backend in args.backends:
+def _cuda_state() -> str:
+    """ "hardware", "simulator", or "" when the cuda backend cannot run in this process."""
+    try:
+        from normkernels import cuda as cuda_backend
+    except ImportError:  # numba-cuda (the cuda extra) is not installed
+        return ""
+    if cuda_backend.SIMULATOR:
+        return "simulator"
+    return "hardware" if cuda_backend.available() else ""
+
+
+def _runs(args, simulated: bool):
+    for backend in args.backends:
+        tiny = backend == "cuda" and simulated
+        catalogue = CUDA_TINY if tiny else CASES
+        cases = [c for c in catalogue if c.norm in args.ops and (tiny or not args.quick or "small" in c.tags)]
+        affines = ("gamma_beta",) if args.quick or tiny else AFFINE
+        for case in cases:
             for dtype in args.dtypes:
                 for affine in affines:
                     yield case, backend, dtype, affine
 
 
+def _in_simulator(args) -> int:
+    """Run the cuda backend in a second process under the simulator; its output is ours."""
+    cmd = [sys.executable, "-m", "verify", "--backends", "cuda", "--ops", *args.ops, "--dtypes", *args.dtypes]
+    if args.json:
+        cmd += ["--json", args.json + ".cuda-simulator.json"]
+    if args.verbose:
+        cmd.append("-v")
+    sys.stdout.flush()
+    return subprocess.call(cmd, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verify", description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", choices=NORMS, default=list(NORMS))
-    parser.add_argument("--backends", nargs="+", choices=nk.BACKENDS, default=list(nk.BACKENDS))
+    parser.add_argument(
+        "--backends", nargs="+", choices=nk.BACKENDS, help="default: cpu, and cuda where a GPU is present"
+    )
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
     parser.add_argument("--quick", action="store_true", help="small shapes only, gamma and beta given")
     parser.add_argument("--json", metavar="PATH", help="write every report to PATH as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every report, not only failing ones")
     args = parser.parse_args(argv)
 
+    state = _cuda_state()
+    if args.backends is None:
+        args.backends = ["cpu", "cuda"] if state == "hardware" else ["cpu"]
+    simulate_elsewhere = "cuda" in args.backends and not state
+    if simulate_elsewhere:
+        args.backends = [b for b in args.backends if b != "cuda"]
+    simulated = state == "simulator"
+    # the simulator runs a Python thread per CUDA thread: few finite differences there
+    budget = dict(full_fd_limit=0, directions=1, sampled=1) if simulated else {}
+
     start = time.perf_counter()
-    runs = list(_runs(args))
+    runs = list(_runs(args, simulated))
     progress = _Progress(len(runs))
     worst: dict[tuple, list] = {}  # (op, backend, dtype, tensor) -> [max abs, max rel, all passed]
     results, failed = [], 0
     for case, backend, dtype, affine in runs:
-        label = f"{case.id} {backend} {dtype} {affine}"
+        shown = "cuda (simulator)" if backend == "cuda" and simulated else backend
+        label = f"{case.id} {shown} {dtype} {affine}"
         progress.step(label)
         x, gamma, beta, _ = case.inputs(np.dtype(dtype), affine)
         report = check(
-            *case.layer(backend), norm=case.norm, x=x, gamma=gamma, beta=beta, name=label, **case.layout_kwargs
+            *case.layer(backend),
+            norm=case.norm,
+            x=x,
+            gamma=gamma,
+            beta=beta,
+            name=label,
+            **case.layout_kwargs,
+            **budget,
         )
-        results.append(dict(case=case.id, backend=backend, dtype=dtype, affine=affine, **report.to_dict()))
+        results.append(dict(case=case.id, backend=shown, dtype=dtype, affine=affine, **report.to_dict()))
         for row in report.rows:
             tensor = row.check.split(" vs staged graph")[0]
             if tensor in TENSORS and row.max_abs is not None:
-                cell = worst.setdefault((case.norm, backend, dtype, tensor), [0.0, 0.0, True])
+                cell = worst.setdefault((case.norm, shown, dtype, tensor), [0.0, 0.0, True])
                 cell[0] = max(cell[0], row.max_abs)
                 cell[1] = max(cell[1], row.rel)
                 cell[2] = cell[2] and row.passed
@@ -91,13 +141,15 @@ def main(argv=None) -> int:
             print(report, end="\n\n")
     progress.close()
 
+    bw = max([len(k[1]) for k in worst] + [7])
     header = (
-        f"{'op':<14} {'backend':<8} {'dtype':<8} {'tensor':<7} {'max abs err':>12} {'max rel err':>12}  vs staged graph"
+        f"{'op':<14} {'backend':<{bw}} {'dtype':<8} {'tensor':<7} {'max abs err':>12} {'max rel err':>12}  "
+        "vs staged graph"
     )
     print(header)
     print("-" * len(header))
     for (op, backend, dtype, tensor), (err, rel, ok) in worst.items():
-        print(f"{op:<14} {backend:<8} {dtype:<8} {tensor:<7} {err:>12.2e} {rel:>12.2e}  {'PASS' if ok else 'FAIL'}")
+        print(f"{op:<14} {backend:<{bw}} {dtype:<8} {tensor:<7} {err:>12.2e} {rel:>12.2e}  {'PASS' if ok else 'FAIL'}")
     checks = sum(len(r["rows"]) for r in results)
     bad_checks = sum(not row["passed"] for r in results for row in r["rows"])
     print(
@@ -107,7 +159,11 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
-    return 1 if failed else 0
+    status = 1 if failed else 0
+    if simulate_elsewhere:
+        print("\nno GPU here: the cuda backend runs in the CUDA simulator, on tiny shapes\n")
+        status = max(status, 1 if _in_simulator(args) else 0)
+    return status
 
 
 if __name__ == "__main__":

@@ -171,6 +171,23 @@ CASES = (
     Case("group_norm", (2, 4, 3000), num_groups=2, why="rows longer than 4096"),
 )
 
+# Tiny shapes for the CUDA simulator (one Python thread per CUDA thread), chosen against its launch sizes
+# (normkernels/cuda/_config.py: teams of up to 8 threads caching 2 values each, chunks of 16 values or 4
+# samples) so they still exercise every structure of the GPU kernels.
+_TINY = frozenset({"tiny"})
+CUDA_TINY = (
+    Case("batch_norm", (9, 5), why="(N, D): three sample chunks, C not a power of two", tags=_TINY),
+    Case("batch_norm", (3, 3, 11), why="spatial: three chunks per channel", tags=_TINY),
+    Case("layer_norm", (5, 21), normalized_ndim=1, why="rows longer than a team's cached values", tags=_TINY),
+    Case(
+        "layer_norm", (40, 3), normalized_ndim=1, why="short rows: teams share blocks, grid-stride rounds", tags=_TINY
+    ),
+    Case("instance_norm", (2, 3, 9), why="rows longer than a team", tags=_TINY),
+    Case("group_norm", (2, 6, 5), num_groups=3, why="two channel segments per row", tags=_TINY),
+    Case("group_norm", (2, 5, 3), num_groups=1, why="G=1, C not a power of two", tags=_TINY),
+    Case("group_norm", (2, 4, 3), num_groups=4, why="G=C", tags=_TINY),
+)
+
 # The reference shapes quoted in benchmarks and notes (float32).
 REFERENCE = (
     Case("batch_norm", (32, 64, 56, 56), why="reference"),

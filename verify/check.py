@@ -101,7 +101,7 @@ def _fd_precision(impl: _Implementation, x, gamma, beta) -> tuple[np.dtype, str]
         return np.dtype(x.dtype), f"forward rejects float64 input ({type(exc).__name__}): {x.dtype} differences"
 
 
-def _fd_rows(impl, name: str, arg: int, inputs: list, dy, analytic, fd_dtype, tol, lay, kind, rng) -> Row:
+def _fd_rows(impl, name: str, arg: int, inputs: list, dy, analytic, fd_dtype, tol, lay, kind, rng, budget) -> Row:
     """Finite differences of sum(dy * forward(...)) with respect to inputs[arg], against the analytic gradient."""
     check = f"{name} vs finite differences"
     base = inputs[arg].astype(fd_dtype)
@@ -120,14 +120,15 @@ def _fd_rows(impl, name: str, arg: int, inputs: list, dy, analytic, fd_dtype, to
     analytic = np.asarray(analytic, dtype=np.float64)
     if analytic.shape != base.shape:
         return Row(check, False, detail=f"shape {analytic.shape}, expected {base.shape}")
-    if base.size <= FULL_FD_LIMIT:
+    full_limit, directions, sampled = budget
+    if base.size <= full_limit:
         numeric = numerical_gradient(f, base, dy, h=h)
         row = _compare_row(check, analytic, numeric, tol, lay, kind)
         row.detail = f"every element, h = {h:.1e}"
         return row
     # large input: random directions, then a random sample of elements
     worst_excess, row = 0.0, None
-    for _ in range(DIRECTIONS):
+    for _ in range(directions):
         u = rng.standard_normal(base.shape)
         numeric = directional_derivative(f, base, dy, u, h=h)
         exact = float(np.sum(analytic * u))
@@ -143,9 +144,9 @@ def _fd_rows(impl, name: str, arg: int, inputs: list, dy, analytic, fd_dtype, to
                 err / max(1e-8, abs(numeric) + abs(exact)),
                 "random direction",
                 _fmt_tol(tol),
-                detail=f"{DIRECTIONS} directions + {SAMPLED_ELEMENTS} elements, h = {h:.1e}",
+                detail=f"{directions} directions + {sampled} elements, h = {h:.1e}",
             )
-    picks = rng.choice(base.size, size=min(SAMPLED_ELEMENTS, base.size), replace=False)
+    picks = rng.choice(base.size, size=min(sampled, base.size), replace=False)
     for i in picks:
         u = np.zeros(base.shape)
         u.reshape(-1)[i] = 1.0
@@ -216,12 +217,17 @@ def check(
     dy: np.ndarray | None = None,
     seed: int = 0,
     name: str | None = None,
+    full_fd_limit: int = FULL_FD_LIMIT,
+    directions: int = DIRECTIONS,
+    sampled: int = SAMPLED_ELEMENTS,
 ) -> Report:
     """Check forward/backward (the cs231n layer contract) of one norm at one input. Returns a Report.
 
     x: the input, whose dtype (float32 or float64) picks the tolerances. gamma/beta: the affine parameters,
     or None for an implementation without them. A gamma that is constant (all ones, say) is replaced by a
     random one, since it hides whole classes of bugs; dy defaults to a random upstream gradient.
+    Finite differences: every element of inputs up to full_fd_limit elements, else `directions` random
+    directional derivatives and `sampled` random elements (lower them for slow implementations).
     """
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
@@ -335,7 +341,22 @@ def check(
         if inputs[arg] is None or grads[nm] is None:
             continue
         try:
-            report.add(_fd_rows(impl, nm, arg, inputs, dy64, grads[nm], fd_dtype, tol, lay, kind, rng))
+            report.add(
+                _fd_rows(
+                    impl,
+                    nm,
+                    arg,
+                    inputs,
+                    dy64,
+                    grads[nm],
+                    fd_dtype,
+                    tol,
+                    lay,
+                    kind,
+                    rng,
+                    (full_fd_limit, directions, sampled),
+                )
+            )
         except Exception as exc:  # noqa: BLE001
             report.add(Row(f"{nm} vs finite differences", False, detail=f"{type(exc).__name__}: {exc}"))
 

@@ -1,0 +1,27 @@
+"""Recognizing and adopting GPU arrays without importing numba.cuda until a GPU array is actually seen."""
+
+from __future__ import annotations
+
+
+def is_device_array(a) -> bool:
+    """Anything with __cuda_array_interface__ (Numba, CuPy, PyTorch CUDA), or a simulator device array."""
+    return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
+
+
+def as_device(a):
+    """A Numba device array viewing the same memory (no copy)."""
+    if type(a).__name__ == "FakeCUDAArray":
+        return a
+    from numba import cuda
+
+    return cuda.as_cuda_array(a)
+
+
+def empty(n: int, dtype, *, device: bool):
+    import numpy as np
+
+    if not device:
+        return np.empty(n, dtype=dtype)
+    from numba import cuda
+
+    return cuda.device_array(n, dtype=dtype)

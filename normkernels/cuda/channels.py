@@ -1,0 +1,210 @@
+"""Channel kernels on the GPU: BatchNorm.
+
+The math is that of ``normkernels.cpu.channels``; x is viewed as (N, C, S). Each channel is split across
+many blocks, each producing a partial (mean, M2) over its chunk with two passes over values kept in
+registers; ``channels_merge`` then merges a channel's chunks in order with Chan's formulas (one thread per
+channel, no atomics), updates the running statistics on the device and writes per-channel scale and shift,
+and ``channels_normalize`` applies them. Two layouts of the chunks:
+
+    wide     (S == 1, x is (N, D)): a thread per channel and chunk of CHUNK_ROWS samples, so a warp reads
+             32 neighbouring channels of the same sample (coalesced).
+    spatial  (S > 1): a block per (chunk, channel), the chunk being BLOCK * ITEMS consecutive values of
+             the channel's N * S values, read as runs of S contiguous values.
+
+Backward is the same split for the two sums sum(dy) and sum(dy * (x - mean)), a per-channel merge that
+turns them into dgamma, dbeta and the coefficients of dx = p * dy + q * (x - mean) + r, and an elementwise
+kernel for dx.
+"""
+
+import math
+
+from numba import cuda, float64
+
+from ._config import ITEMS, MAX_BLOCK
+from .reduce import team_sum
+
+
+@cuda.jit(device=True, inline=True)
+def _chunk_count(b, chunk, total):
+    return min(chunk, total - b * chunk)
+
+
+@cuda.jit
+def stats_wide(x, chunk, mean_part, m2_part):
+    """x: (N, C); grid (ceil(C / block), B). Thread (c, b): mean and M2 of x[b*chunk:(b+1)*chunk, c]."""
+    N, C = x.shape
+    c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    b = cuda.blockIdx.y
+    if c < C:
+        n0 = b * chunk
+        n1 = min(N, n0 + chunk)
+        s = 0.0
+        for n in range(n0, n1):
+            s += float64(x[n, c])
+        m = s / (n1 - n0)
+        q = 0.0
+        for n in range(n0, n1):
+            d = float64(x[n, c]) - m
+            q += d * d
+        mean_part[b, c] = m
+        m2_part[b, c] = q
+
+
+@cuda.jit
+def stats_spatial(x, chunk, mean_part, m2_part):
+    """x: (N, C, S); grid (B, C). Block (b, c): mean and M2 of values [b*chunk, (b+1)*chunk) of channel c,
+    counting them n-major over (n, s). chunk = blockDim * ITEMS, so every value stays in registers."""
+    shared = cuda.shared.array(MAX_BLOCK, float64)
+    cache = cuda.local.array(ITEMS, float64)
+    N, C, S = x.shape
+    b = cuda.blockIdx.x
+    c = cuda.blockIdx.y
+    nt = cuda.blockDim.x
+    tid = cuda.threadIdx.x
+    total = N * S
+    lo = b * chunk
+    count = _chunk_count(b, chunk, total)
+    s = 0.0
+    for j in range(ITEMS):
+        i = lo + tid + j * nt
+        if i < lo + count:
+            v = float64(x[i // S, c, i % S])
+            cache[j] = v
+            s += v
+    m = team_sum(s, shared, nt) / count
+    q = 0.0
+    for j in range(ITEMS):
+        i = lo + tid + j * nt
+        if i < lo + count:
+            d = cache[j] - m
+            q += d * d
+    q = team_sum(q, shared, nt)
+    if tid == 0:
+        mean_part[b, c] = m
+        m2_part[b, c] = q
+
+
+@cuda.jit
+def channels_merge(
+    mean_part, m2_part, chunk, total, eps, gamma, beta, momentum, running_mean, running_var, mean, rstd, scale, shift
+):
+    """One thread per channel: merge the B chunk partials in order (Chan), then per channel
+    mean, rstd (x's dtype) and scale = rstd * gamma, shift = beta (float64) for the normalize kernel.
+    running_mean/running_var: (C,) updated in place, or (0,) for none."""
+    B, C = mean_part.shape
+    c = cuda.grid(1)
+    if c < C:
+        m = mean_part[0, c]
+        m2 = m2_part[0, c]
+        n_a = float64(_chunk_count(0, chunk, total))
+        for b in range(1, B):
+            n_b = float64(_chunk_count(b, chunk, total))
+            n = n_a + n_b
+            delta = mean_part[b, c] - m
+            m += delta * n_b / n
+            m2 += m2_part[b, c] + delta * delta * (n_a * n_b / n)
+            n_a = n
+        var = m2 / total
+        if running_mean.size > 0:
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * m
+            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * (m2 / (total - 1))
+        rs = 1.0 / math.sqrt(var + eps)
+        mean[c] = m
+        rstd[c] = rs
+        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
+        shift[c] = beta[c] if beta.size > 0 else 0.0
+
+
+@cuda.jit
+def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale, shift):
+    """Eval mode: the running statistics are the statistics. One thread per channel."""
+    c = cuda.grid(1)
+    if c < running_mean.size:
+        rs = 1.0 / math.sqrt(float64(running_var[c]) + eps)
+        mean[c] = running_mean[c]
+        rstd[c] = rs
+        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
+        shift[c] = beta[c] if beta.size > 0 else 0.0
+
+
+@cuda.jit
+def channels_normalize(x, mean, scale, shift, S, C, y):
+    """y = (x - mean[c]) * scale[c] + shift[c] over flat x, y; c = (i // S) % C. Grid-stride, coalesced."""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        c = (i // S) % C
+        y[i] = (float64(x[i]) - float64(mean[c])) * scale[c] + shift[c]
+
+
+@cuda.jit
+def backward_sums_wide(dy, x, mean, chunk, pdy, pdyxmu):
+    """(N, C) layout: thread (c, b) sums dy and dy * (x - mean[c]) over samples of chunk b."""
+    N, C = x.shape
+    c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    b = cuda.blockIdx.y
+    if c < C:
+        m = float64(mean[c])
+        s1 = 0.0
+        s2 = 0.0
+        for n in range(b * chunk, min(N, (b + 1) * chunk)):
+            d = float64(dy[n, c])
+            s1 += d
+            s2 += d * (float64(x[n, c]) - m)
+        pdy[b, c] = s1
+        pdyxmu[b, c] = s2
+
+
+@cuda.jit
+def backward_sums_spatial(dy, x, mean, chunk, pdy, pdyxmu):
+    """(N, C, S) layout: block (b, c) sums dy and dy * (x - mean[c]) over values of chunk b of channel c."""
+    shared = cuda.shared.array(MAX_BLOCK, float64)
+    N, C, S = x.shape
+    b = cuda.blockIdx.x
+    c = cuda.blockIdx.y
+    nt = cuda.blockDim.x
+    lo = b * chunk
+    hi = lo + _chunk_count(b, chunk, N * S)
+    m = float64(mean[c])
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(lo + cuda.threadIdx.x, hi, nt):
+        n = i // S
+        s = i % S
+        d = float64(dy[n, c, s])
+        s1 += d
+        s2 += d * (float64(x[n, c, s]) - m)
+    s1 = team_sum(s1, shared, nt)
+    s2 = team_sum(s2, shared, nt)
+    if cuda.threadIdx.x == 0:
+        pdy[b, c] = s1
+        pdyxmu[b, c] = s2
+
+
+@cuda.jit
+def backward_coefficients(pdy, pdyxmu, rstd, gamma, training, count, dgamma, dbeta, p, q, r):
+    """One thread per channel: add the partials in order, then dgamma, dbeta and the dx coefficients."""
+    B, C = pdy.shape
+    c = cuda.grid(1)
+    if c < C:
+        sdy = 0.0
+        sdyxmu = 0.0
+        for b in range(B):
+            sdy += pdy[b, c]
+            sdyxmu += pdyxmu[b, c]
+        rs = float64(rstd[c])
+        ga = float64(gamma[c]) if gamma.size > 0 else 1.0
+        dg = sdyxmu * rs
+        if gamma.size > 0:
+            dgamma[c] = dg
+            dbeta[c] = sdy
+        pc = rs * ga
+        p[c] = pc
+        q[c] = -pc * rs * dg / count if training else 0.0
+        r[c] = -pc * sdy / count if training else 0.0
+
+
+@cuda.jit
+def backward_dx(dy, x, mean, p, q, r, S, C, dx):
+    """dx = p[c] * dy + q[c] * (x - mean[c]) + r[c] over flat arrays; c = (i // S) % C."""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        c = (i // S) % C
+        dx[i] = p[c] * float64(dy[i]) + q[c] * (float64(x[i]) - float64(mean[c])) + r[c]

@@ -1,0 +1,178 @@
+"""Host side of the CUDA backend: launch configuration, buffers, and NumPy-in/NumPy-out transfers.
+
+Every function takes the flat or viewed arrays the front ends prepared (``normkernels._row_norms`` and
+``normkernels._batch_norm``). NumPy arrays are copied to the device and results copied back; device arrays
+stay on the device, the results are Numba device arrays, and nothing here synchronizes with the host.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from . import channels, rows
+from ._config import BLOCK, CHUNK_ROWS, ITEMS, MAX_TEAM, MAX_TEAMS, MIN_TEAM
+
+_GRID_STRIDE_BLOCKS = 4096  # cap for the grid-stride elementwise kernels
+
+
+def _blocks(n: int, per_block: int = BLOCK) -> int:
+    return max(1, -(-n // per_block))
+
+
+@lru_cache(maxsize=256)
+def row_launch(rows_: int, length: int) -> tuple[int, int, int, int]:
+    """(blocks, threads per block, team size ts, teams in the grid) for R rows of K values.
+
+    ts is the power of two that gives each thread about ITEMS values of its row, within [MIN_TEAM, MAX_TEAM];
+    short rows share a block (a warp per row on hardware)."""
+    ts = min(MAX_TEAM, max(MIN_TEAM, 1 << max(0, math.ceil(math.log2(max(1, -(-length // ITEMS)))))))
+    threads = max(ts, BLOCK)
+    per_block = threads // ts
+    blocks = max(1, min(-(-rows_ // per_block), MAX_TEAMS // per_block))
+    return blocks, threads, ts, blocks * per_block
+
+
+@lru_cache(maxsize=256)
+def channel_launch(n: int, c: int, s: int) -> tuple[int, int, tuple]:
+    """(values per chunk, number of chunks B, grid) of the batch-norm statistics and backward sums."""
+    if s == 1:
+        chunk = -(-n // max(1, -(-n // CHUNK_ROWS)))  # equal chunks of about CHUNK_ROWS samples
+        chunks = -(-n // chunk)
+        return chunk, chunks, (_blocks(c), chunks)
+    chunk = BLOCK * ITEMS
+    chunks = -(-(n * s) // chunk)
+    return chunk, chunks, (chunks, c)
+
+
+class _Transfer:
+    """Copies NumPy inputs to the device once and results back to the host, or passes device arrays through."""
+
+    def __init__(self, x):
+        self.host = isinstance(x, np.ndarray)
+
+    def __call__(self, a):
+        return cuda.to_device(a) if self.host else a
+
+    def out(self, a):
+        return a.copy_to_host() if self.host else a
+
+
+def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
+    """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype."""
+    io = _Transfer(x2)
+    R, K = x2.shape
+    dx2, dg, db = io(x2), io(gamma), io(beta)
+    y = cuda.device_array((R, K), dtype=x2.dtype)
+    mean = cuda.device_array(R, dtype=x2.dtype)
+    rstd = cuda.device_array(R, dtype=x2.dtype)
+    if R and K:
+        blocks, threads, ts, _ = row_launch(R, K)
+        rows.rows_forward[blocks, threads](dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
+    return io.out(y), io.out(mean), io.out(rstd)
+
+
+def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
+    """Returns dx (R, K) and, with gamma, dgamma and dbeta (A,) in x's dtype (else None)."""
+    io = _Transfer(x2)
+    R, K = x2.shape
+    d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy2, x2, gamma, mean, rstd))
+    dx = cuda.device_array((R, K), dtype=x2.dtype)
+    has_gamma = gamma.size > 0
+    blocks, threads, ts, teams = row_launch(R, K)
+    if not has_gamma:
+        part_shape = (1, 0)
+    elif not (R and K):
+        part_shape = (0, gamma.size)  # nothing to add: sum_rows gives zeros
+    elif inner == 1:
+        part_shape = (teams, K)  # per team of the grid, per element of the row
+    else:
+        part_shape = (R, K // inner)  # per row, per channel segment
+    pgamma = cuda.device_array(part_shape, dtype=np.float64)
+    pbeta = cuda.device_array(part_shape, dtype=np.float64)
+    if R and K:
+        rows.rows_backward[blocks, threads](d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta)
+    if not has_gamma:
+        return io.out(dx), None, None
+    width = gamma.size
+    sums = []
+    for part in (pgamma, pbeta):
+        # per row and segment, (N * G, C / G) is (N, C): adding its rows adds over n; layer norm: over teams
+        part = part.reshape(-1, width)
+        out = cuda.device_array(width, dtype=x2.dtype)
+        rows.sum_rows[_blocks(width), BLOCK](part, out)
+        sums.append(io.out(out))
+    return io.out(dx), *sums
+
+
+def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float):
+    """x3: (N, C, S). Returns y (N, C, S), mean and rstd (C,); updates the running statistics in place."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    d_x, d_g, d_b = io(x3), io(gamma), io(beta)
+    has_running = running_mean is not None
+    if has_running:
+        d_rm = io(np.ascontiguousarray(running_mean)) if io.host else running_mean
+        d_rv = io(np.ascontiguousarray(running_var)) if io.host else running_var
+    else:
+        d_rm = d_rv = cuda.device_array(0, dtype=np.float64)
+    mean = cuda.device_array(C, dtype=x3.dtype)
+    rstd = cuda.device_array(C, dtype=x3.dtype)
+    scale = cuda.device_array(C, dtype=np.float64)
+    shift = cuda.device_array(C, dtype=np.float64)
+    if training:
+        chunk, chunks, grid = channel_launch(N, C, S)
+        mean_part = cuda.device_array((chunks, C), dtype=np.float64)
+        m2_part = cuda.device_array((chunks, C), dtype=np.float64)
+        if S == 1:
+            channels.stats_wide[grid, BLOCK](d_x.reshape(N, C), chunk, mean_part, m2_part)
+        else:
+            channels.stats_spatial[grid, BLOCK](d_x, chunk, mean_part, m2_part)
+        channels.channels_merge[_blocks(C), BLOCK](
+            mean_part, m2_part, chunk, N * S, eps, d_g, d_b, momentum, d_rm, d_rv, mean, rstd, scale, shift
+        )
+    elif C:
+        channels.channels_eval[_blocks(C), BLOCK](d_rm, d_rv, eps, d_g, d_b, mean, rstd, scale, shift)
+    y = cuda.device_array(N * C * S, dtype=x3.dtype)
+    if y.size:
+        blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
+        channels.channels_normalize[blocks, BLOCK](d_x.reshape(N * C * S), mean, scale, shift, S, C, y)
+    if has_running and io.host and training:
+        running_mean[...] = d_rm.copy_to_host()
+        running_var[...] = d_rv.copy_to_host()
+    return io.out(y).reshape(N, C, S), io.out(mean), io.out(rstd)
+
+
+def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
+    """Returns dx (N, C, S) and, with gamma, dgamma and dbeta (C,) in x's dtype (else None)."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy3, x3, gamma, mean, rstd))
+    chunk, chunks, grid = channel_launch(N, C, S)
+    pdy = cuda.device_array((chunks, C), dtype=np.float64)
+    pdyxmu = cuda.device_array((chunks, C), dtype=np.float64)
+    if N * C * S:
+        if S == 1:
+            channels.backward_sums_wide[grid, BLOCK](d_dy.reshape(N, C), d_x.reshape(N, C), d_mean, chunk, pdy, pdyxmu)
+        else:
+            channels.backward_sums_spatial[grid, BLOCK](d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
+    has_gamma = gamma.size > 0
+    dgamma = cuda.device_array(C if has_gamma else 0, dtype=x3.dtype)
+    dbeta = cuda.device_array(C if has_gamma else 0, dtype=x3.dtype)
+    p, q, r = (cuda.device_array(C, dtype=np.float64) for _ in range(3))
+    if C:
+        channels.backward_coefficients[_blocks(C), BLOCK](
+            pdy, pdyxmu, d_rstd, d_g, training, float(N * S), dgamma, dbeta, p, q, r
+        )
+    dx = cuda.device_array(N * C * S, dtype=x3.dtype)
+    if dx.size:
+        blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
+        flat = N * C * S
+        channels.backward_dx[blocks, BLOCK](d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
+    dx = io.out(dx).reshape(N, C, S)
+    if not has_gamma:
+        return dx, None, None
+    return dx, io.out(dgamma), io.out(dbeta)

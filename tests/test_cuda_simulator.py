@@ -1,0 +1,37 @@
+"""Without a GPU, the CUDA kernels run in Numba's simulator: test_cuda.py and the verifier's cuda backend,
+each in a second process (NUMBA_ENABLE_CUDASIM must be set before numba is imported)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    pytest.skip("already in the simulator", allow_module_level=True)
+
+from normkernels.cuda import available  # noqa: E402
+
+if available():
+    pytest.skip("a real GPU is present: test_cuda.py runs on it directly", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=SIM, capture_output=True, text=True, timeout=1200)
+
+
+def test_cuda_tests_pass_in_the_simulator():
+    out = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_verify_runs_the_cuda_backend_in_the_simulator_and_says_so():
+    out = _run("-m", "verify", "--backends", "cuda", "--ops", "instance_norm", "--dtypes", "float32")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "cuda (simulator)" in out.stdout and "0 failed" in out.stdout
