@@ -29,7 +29,7 @@ def _chunk_count(b, chunk, total):
     return min(chunk, total - b * chunk)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def stats_wide(x, chunk, mean_part, m2_part):
     """x: (N, C); grid (ceil(C / block), B). Thread (c, b): mean and M2 of x[b*chunk:(b+1)*chunk, c]."""
     N, C = x.shape
@@ -50,7 +50,7 @@ def stats_wide(x, chunk, mean_part, m2_part):
         m2_part[b, c] = q
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def stats_spatial(x, chunk, mean_part, m2_part):
     """x: (N, C, S); grid (B, C). Block (b, c): mean and M2 of values [b*chunk, (b+1)*chunk) of channel c,
     counting them n-major over (n, s). chunk = blockDim * ITEMS, so every value stays in registers."""
@@ -84,7 +84,7 @@ def stats_spatial(x, chunk, mean_part, m2_part):
         m2_part[b, c] = q
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def channels_merge(
     mean_part, m2_part, chunk, total, eps, gamma, beta, momentum, running_mean, running_var, mean, rstd, scale, shift
 ):
@@ -115,7 +115,7 @@ def channels_merge(
         shift[c] = beta[c] if beta.size > 0 else 0.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale, shift):
     """Eval mode: the running statistics are the statistics. One thread per channel."""
     c = cuda.grid(1)
@@ -127,7 +127,7 @@ def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale
         shift[c] = beta[c] if beta.size > 0 else 0.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def channels_normalize(x, mean, scale, shift, S, C, y):
     """y = (x - mean[c]) * scale[c] + shift[c] over flat x, y; c = (i // S) % C. Grid-stride, coalesced."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -135,7 +135,7 @@ def channels_normalize(x, mean, scale, shift, S, C, y):
         y[i] = (float64(x[i]) - float64(mean[c])) * scale[c] + shift[c]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def backward_sums_wide(dy, x, mean, chunk, pdy, pdyxmu):
     """(N, C) layout: thread (c, b) sums dy and dy * (x - mean[c]) over samples of chunk b."""
     N, C = x.shape
@@ -153,7 +153,7 @@ def backward_sums_wide(dy, x, mean, chunk, pdy, pdyxmu):
         pdyxmu[b, c] = s2
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def backward_sums_spatial(dy, x, mean, chunk, pdy, pdyxmu):
     """(N, C, S) layout: block (b, c) sums dy and dy * (x - mean[c]) over values of chunk b of channel c."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
@@ -179,7 +179,7 @@ def backward_sums_spatial(dy, x, mean, chunk, pdy, pdyxmu):
         pdyxmu[b, c] = s2
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def backward_coefficients(pdy, pdyxmu, rstd, gamma, training, count, dgamma, dbeta, p, q, r):
     """One thread per channel: add the partials in order, then dgamma, dbeta and the dx coefficients."""
     B, C = pdy.shape
@@ -202,7 +202,7 @@ def backward_coefficients(pdy, pdyxmu, rstd, gamma, training, count, dgamma, dbe
         r[c] = -pc * sdy / count if training else 0.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def backward_dx(dy, x, mean, p, q, r, S, C, dx):
     """dx = p[c] * dy + q[c] * (x - mean[c]) + r[c] over flat arrays; c = (i // S) % C."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):

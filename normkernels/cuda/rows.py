@@ -25,7 +25,7 @@ def _row_of(round_, ts):
     return round_ * cuda.gridDim.x * teams + cuda.blockIdx.x * teams + cuda.threadIdx.x // ts
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
     """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,). One team of ts threads per row."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
@@ -75,7 +75,7 @@ def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
                     y[r, k] = v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta):
     """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,).
 
@@ -175,7 +175,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
                 pbeta[team, k] = acc_b[j]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sum_rows(part, out):
     """out[a] = sum over b of part[b, a], added in order of b; one thread per column a (coalesced)."""
     B, A = part.shape
