@@ -101,3 +101,13 @@ def test_device_x_needs_device_companions():
         nk.batch_norm_forward(x, np.ones(3), backend="cuda")
     with pytest.raises(TypeError, match="x's dtype"):
         nk.layer_norm_forward(x, 3, cuda.to_device(np.ones(3, np.float32)), backend="cuda")
+
+
+def test_empty_inputs_match_the_cpu():
+    y, mean, rstd = nk.layer_norm_forward(np.ones((3, 0)), (0,), backend="cuda")
+    assert y.shape == (3, 0) and np.isnan(mean).all() and np.isnan(rstd).all()
+    x = np.ones((0, 3))
+    dx, dgamma, dbeta = nk.batch_norm_backward(x, x, np.ones(3), np.zeros(3), np.ones(3), backend="cuda")
+    assert dx.shape == (0, 3)
+    np.testing.assert_array_equal(dgamma, 0)
+    np.testing.assert_array_equal(dbeta, 0)

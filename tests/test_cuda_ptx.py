@@ -32,3 +32,28 @@ def test_reductions_use_warp_shuffles_on_hardware():
         kernel, sig = sigs[name]
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
         assert "shfl.sync" in ptx, name
+
+
+def test_every_kernel_fits_its_largest_block():
+    """Registers per thread x the largest block a kernel is launched with must fit an SM's 64K registers."""
+    import re
+    import shutil
+    import subprocess
+
+    from normkernels.cuda._config import BLOCK, MAX_TEAM
+
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas (CUDA toolkit) not on PATH")
+    for dtype in ("float32", "float64"):
+        for name, kernel, sig in kernel_signatures(dtype):
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+            ptx = re.sub(r"\.version \d+\.\d+", ".version 8.0", ptx)  # accepted by any recent ptxas
+            out = subprocess.run(
+                [ptxas, "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=ptx, capture_output=True, text=True
+            )
+            if out.returncode:
+                pytest.skip(f"this ptxas cannot assemble the PTX: {out.stderr[:200]}")
+            registers = int(re.search(r"Used (\d+) registers", out.stderr).group(1))
+            threads = max(MAX_TEAM, BLOCK) if name.startswith("rows_") else BLOCK
+            assert registers * threads <= 65536, f"{name} {dtype}: {registers} registers x {threads} threads"

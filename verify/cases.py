@@ -186,6 +186,7 @@ CUDA_TINY = (
     Case("group_norm", (2, 6, 5), num_groups=3, why="two channel segments per row", tags=_TINY),
     Case("group_norm", (2, 5, 3), num_groups=1, why="G=1, C not a power of two", tags=_TINY),
     Case("group_norm", (2, 4, 3), num_groups=4, why="G=C", tags=_TINY),
+    Case("group_norm", (4, 6), num_groups=3, why="no spatial dims: one value per channel segment", tags=_TINY),
 )
 
 # The reference shapes quoted in benchmarks and notes (float32).

@@ -23,7 +23,11 @@ if SIMULATOR:
 else:
     ITEMS = 8
     MIN_TEAM = WARP
-    MAX_TEAM = MAX_BLOCK
+    # rows_backward needs ~110 registers a thread in float64 (ptxas, sm_90): a 1024-thread block allows 64
+    MAX_TEAM = 512
     BLOCK = 256
     CHUNK_ROWS = 64
 MAX_TEAMS = 4096 if not SIMULATOR else 8  # row teams in a grid (the grid strides over further rows)
+# layer-norm backward keeps a (teams, K) float64 partial for dgamma and one for dbeta: at most this many
+# elements each (teams shrink for long rows)
+MAX_PARTIAL = 1 << 21 if not SIMULATOR else 64

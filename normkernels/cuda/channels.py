@@ -29,12 +29,19 @@ def _chunk_count(b, chunk, total):
     return min(chunk, total - b * chunk)
 
 
+@cuda.jit(device=True, inline=True)
+def _wide_task(C):
+    """(channel, chunk) of a thread of a wide kernel: a 1-D grid of B * ceil(C / blockDim) blocks, chunk-major
+    (1-D, since a grid's y dimension stops at 65535)."""
+    col_blocks = (C + cuda.blockDim.x - 1) // cuda.blockDim.x
+    return (cuda.blockIdx.x % col_blocks) * cuda.blockDim.x + cuda.threadIdx.x, cuda.blockIdx.x // col_blocks
+
+
 @cuda.jit(cache=True)
 def stats_wide(x, chunk, mean_part, m2_part):
-    """x: (N, C); grid (ceil(C / block), B). Thread (c, b): mean and M2 of x[b*chunk:(b+1)*chunk, c]."""
+    """x: (N, C). Thread (c, b): mean and M2 of x[b*chunk:(b+1)*chunk, c]."""
     N, C = x.shape
-    c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    b = cuda.blockIdx.y
+    c, b = _wide_task(C)
     if c < C:
         n0 = b * chunk
         n1 = min(N, n0 + chunk)
@@ -52,13 +59,14 @@ def stats_wide(x, chunk, mean_part, m2_part):
 
 @cuda.jit(cache=True)
 def stats_spatial(x, chunk, mean_part, m2_part):
-    """x: (N, C, S); grid (B, C). Block (b, c): mean and M2 of values [b*chunk, (b+1)*chunk) of channel c,
-    counting them n-major over (n, s). chunk = blockDim * ITEMS, so every value stays in registers."""
+    """x: (N, C, S); a 1-D grid of B * C blocks. Block (b, c): mean and M2 of values [b*chunk, (b+1)*chunk) of
+    channel c, counting them n-major over (n, s). chunk = blockDim * ITEMS, so every value stays in registers."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
     cache = cuda.local.array(ITEMS, float64)
     N, C, S = x.shape
-    b = cuda.blockIdx.x
-    c = cuda.blockIdx.y
+    B = mean_part.shape[0]
+    b = cuda.blockIdx.x % B
+    c = cuda.blockIdx.x // B
     nt = cuda.blockDim.x
     tid = cuda.threadIdx.x
     total = N * S
@@ -139,8 +147,7 @@ def channels_normalize(x, mean, scale, shift, S, C, y):
 def backward_sums_wide(dy, x, mean, chunk, pdy, pdyxmu):
     """(N, C) layout: thread (c, b) sums dy and dy * (x - mean[c]) over samples of chunk b."""
     N, C = x.shape
-    c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    b = cuda.blockIdx.y
+    c, b = _wide_task(C)
     if c < C:
         m = float64(mean[c])
         s1 = 0.0
@@ -158,8 +165,9 @@ def backward_sums_spatial(dy, x, mean, chunk, pdy, pdyxmu):
     """(N, C, S) layout: block (b, c) sums dy and dy * (x - mean[c]) over values of chunk b of channel c."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
     N, C, S = x.shape
-    b = cuda.blockIdx.x
-    c = cuda.blockIdx.y
+    B = pdy.shape[0]
+    b = cuda.blockIdx.x % B
+    c = cuda.blockIdx.x // B
     nt = cuda.blockDim.x
     lo = b * chunk
     hi = lo + _chunk_count(b, chunk, N * S)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import cuda
 
 from . import channels, rows
-from ._config import BLOCK, CHUNK_ROWS, ITEMS, MAX_TEAM, MAX_TEAMS, MIN_TEAM
+from ._config import BLOCK, CHUNK_ROWS, ITEMS, MAX_PARTIAL, MAX_TEAM, MAX_TEAMS, MIN_TEAM
 
 _GRID_STRIDE_BLOCKS = 4096  # cap for the grid-stride elementwise kernels
 
@@ -24,28 +24,32 @@ def _blocks(n: int, per_block: int = BLOCK) -> int:
 
 
 @lru_cache(maxsize=256)
-def row_launch(rows_: int, length: int) -> tuple[int, int, int, int]:
+def row_launch(rows_: int, length: int, max_teams: int = MAX_TEAMS) -> tuple[int, int, int, int]:
     """(blocks, threads per block, team size ts, teams in the grid) for R rows of K values.
 
     ts is the power of two that gives each thread about ITEMS values of its row, within [MIN_TEAM, MAX_TEAM];
-    short rows share a block (a warp per row on hardware)."""
+    short rows share a block (a warp per row on hardware). At most max_teams teams (rounded down to whole
+    blocks, at least one block); the grid strides over further rows."""
     ts = min(MAX_TEAM, max(MIN_TEAM, 1 << max(0, math.ceil(math.log2(max(1, -(-length // ITEMS)))))))
     threads = max(ts, BLOCK)
     per_block = threads // ts
-    blocks = max(1, min(-(-rows_ // per_block), MAX_TEAMS // per_block))
+    blocks = max(1, min(-(-rows_ // per_block), max_teams // per_block))
     return blocks, threads, ts, blocks * per_block
 
 
 @lru_cache(maxsize=256)
-def channel_launch(n: int, c: int, s: int) -> tuple[int, int, tuple]:
-    """(values per chunk, number of chunks B, grid) of the batch-norm statistics and backward sums."""
+def channel_launch(n: int, c: int, s: int) -> tuple[int, int, int]:
+    """(values per chunk, number of chunks B, blocks of the 1-D grid) of the batch-norm statistics and
+    backward sums; B = 0 for an empty batch."""
+    if n * s == 0 or c == 0:
+        return 1, 0, 0
     if s == 1:
-        chunk = -(-n // max(1, -(-n // CHUNK_ROWS)))  # equal chunks of about CHUNK_ROWS samples
+        chunk = -(-n // -(-n // CHUNK_ROWS))  # equal chunks of about CHUNK_ROWS samples
         chunks = -(-n // chunk)
-        return chunk, chunks, (_blocks(c), chunks)
+        return chunk, chunks, chunks * _blocks(c)
     chunk = BLOCK * ITEMS
     chunks = -(-(n * s) // chunk)
-    return chunk, chunks, (chunks, c)
+    return chunk, chunks, chunks * c
 
 
 class _Transfer:
@@ -72,6 +76,9 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
     if R and K:
         blocks, threads, ts, _ = row_launch(R, K)
         rows.rows_forward[blocks, threads](dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
+    elif R:  # empty rows: mean and rstd are 0 / 0, as on the CPU
+        for a in (mean, rstd):
+            rows.fill[_blocks(R), BLOCK](a, math.nan)
     return io.out(y), io.out(mean), io.out(rstd)
 
 
@@ -82,12 +89,13 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy2, x2, gamma, mean, rstd))
     dx = cuda.device_array((R, K), dtype=x2.dtype)
     has_gamma = gamma.size > 0
-    blocks, threads, ts, teams = row_launch(R, K)
+    per_element = inner == 1 and groups == 1  # layer norm
+    blocks, threads, ts, teams = row_launch(R, K, max(1, MAX_PARTIAL // max(K, 1)) if per_element else MAX_TEAMS)
     if not has_gamma:
         part_shape = (1, 0)
     elif not (R and K):
         part_shape = (0, gamma.size)  # nothing to add: sum_rows gives zeros
-    elif inner == 1:
+    elif per_element:
         part_shape = (teams, K)  # per team of the grid, per element of the row
     else:
         part_shape = (R, K // inner)  # per row, per channel segment
@@ -123,7 +131,7 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     rstd = cuda.device_array(C, dtype=x3.dtype)
     scale = cuda.device_array(C, dtype=np.float64)
     shift = cuda.device_array(C, dtype=np.float64)
-    if training:
+    if training and C:
         chunk, chunks, grid = channel_launch(N, C, S)
         mean_part = cuda.device_array((chunks, C), dtype=np.float64)
         m2_part = cuda.device_array((chunks, C), dtype=np.float64)
@@ -154,7 +162,7 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     chunk, chunks, grid = channel_launch(N, C, S)
     pdy = cuda.device_array((chunks, C), dtype=np.float64)
     pdyxmu = cuda.device_array((chunks, C), dtype=np.float64)
-    if N * C * S:
+    if grid:
         if S == 1:
             channels.backward_sums_wide[grid, BLOCK](d_dy.reshape(N, C), d_x.reshape(N, C), d_mean, chunk, pdy, pdyxmu)
         else:

@@ -79,9 +79,10 @@ def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
 def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta):
     """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,).
 
-    pgamma, pbeta (float64) receive the partial sums of dy * xhat and dy: for inner == 1 (layer norm), one
-    row per team of the grid, (teams, K), each team adding over the rows it visits; for inner > 1, one row
-    per x row, (R, K // inner). Without gamma they are (.., 0) and untouched.
+    pgamma, pbeta (float64) receive the partial sums of dy * xhat and dy: for layer norm (groups == 1 and
+    inner == 1: gamma per element), one row per team of the grid, (teams, K), each team adding over the rows
+    it visits; otherwise one row per x row, (R, K // inner), a team sum per channel segment. Without gamma
+    they are (.., 0) and untouched.
     """
     shared = cuda.shared.array(MAX_BLOCK, float64)
     xc = cuda.local.array(ITEMS, float64)
@@ -90,6 +91,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
     acc_b = cuda.local.array(ITEMS, float64)
     R, K = x.shape
     cg = K // inner
+    per_element = inner == 1 and groups == 1
     lane = cuda.threadIdx.x % ts
     has_gamma = gamma.size > 0
     per_thread = (K + ts - 1) // ts
@@ -106,7 +108,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
         a0 = (r % groups) * cg
         sg = 0.0  # sum(g), g = dy * gamma
         sgxmu = 0.0  # sum(g * (x - mean))
-        if inner == 1:
+        if per_element:
             for j in range(per_thread):
                 k = lane + j * ts
                 if valid and k < K:
@@ -150,7 +152,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
                     pgamma[r, seg] = sdyxmu * rs
                 sg += ga * sdy
                 sgxmu += ga * sdyxmu
-        if inner == 1:
+        if per_element:
             sg = team_sum(sg, shared, ts)
             sgxmu = team_sum(sgxmu, shared, ts)
         c1 = sg / K  # mean(g)
@@ -159,7 +161,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
             for j in range(per_thread):
                 k = lane + j * ts
                 if k < K:
-                    if inner == 1 and j < ITEMS:
+                    if per_element and j < ITEMS:
                         xv = xc[j]
                         d = dyc[j]
                     else:
@@ -167,12 +169,19 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
                         d = float64(dy[r, k])
                     ga = float64(gamma[a0 + k // inner]) if has_gamma else 1.0
                     dx[r, k] = rs * (d * ga - c1 - (xv - m) * rs * c2)
-    if inner == 1 and has_gamma:
+    if per_element and has_gamma:
         for j in range(min(per_thread, ITEMS)):
             k = lane + j * ts
             if k < K:
                 pgamma[team, k] = acc_g[j]
                 pbeta[team, k] = acc_b[j]
+
+
+@cuda.jit(cache=True)
+def fill(a, value):
+    """a[:] = value (device arrays are not zeroed when allocated)."""
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        a[i] = value
 
 
 @cuda.jit(cache=True)
