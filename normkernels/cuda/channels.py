@@ -37,6 +37,12 @@ def _wide_task(C):
     return (cuda.blockIdx.x % col_blocks) * cuda.blockDim.x + cuda.threadIdx.x, cuda.blockIdx.x // col_blocks
 
 
+@cuda.jit(device=True, inline=True)
+def _spatial_task(B):
+    """(chunk, channel) of a block of a spatial kernel: a 1-D grid of B * C blocks, channel-major."""
+    return cuda.blockIdx.x % B, cuda.blockIdx.x // B
+
+
 @cuda.jit(cache=True)
 def stats_wide(x, chunk, mean_part, m2_part):
     """x: (N, C). Thread (c, b): mean and M2 of x[b*chunk:(b+1)*chunk, c]."""
@@ -64,9 +70,7 @@ def stats_spatial(x, chunk, mean_part, m2_part):
     shared = cuda.shared.array(MAX_BLOCK, float64)
     cache = cuda.local.array(ITEMS, float64)
     N, C, S = x.shape
-    B = mean_part.shape[0]
-    b = cuda.blockIdx.x % B
-    c = cuda.blockIdx.x // B
+    b, c = _spatial_task(mean_part.shape[0])
     nt = cuda.blockDim.x
     tid = cuda.threadIdx.x
     total = N * S
@@ -165,9 +169,7 @@ def backward_sums_spatial(dy, x, mean, chunk, pdy, pdyxmu):
     """(N, C, S) layout: block (b, c) sums dy and dy * (x - mean[c]) over values of chunk b of channel c."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
     N, C, S = x.shape
-    B = pdy.shape[0]
-    b = cuda.blockIdx.x % B
-    c = cuda.blockIdx.x // B
+    b, c = _spatial_task(pdy.shape[0])
     nt = cuda.blockDim.x
     lo = b * chunk
     hi = lo + _chunk_count(b, chunk, N * S)
