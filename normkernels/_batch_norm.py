@@ -140,8 +140,8 @@ def _cpu_backward(dy3, x3, g, mean, rstd, training, block):
     mean = mean.astype(np.float64)
     rstd = rstd.astype(np.float64)
     p = rstd * g if g.size else rstd  # d(y)/d(x) through xhat alone: rstd * gamma
-    dbeta = np.empty(c)
-    dyxmu = np.empty(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd
+    dbeta = np.zeros(c)
+    dyxmu = np.zeros(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd; not needed in eval without gamma
     if training or g.size:
         channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
     dgamma = dyxmu * rstd
