@@ -38,13 +38,8 @@ def _layer_norm_view(x_shape: tuple, normalized: tuple) -> _RowView:
     return _RowView(math.prod(lead), math.prod(normalized), 1, 1, lead, normalized)
 
 
-def _instance_norm_view(x_shape: tuple) -> _RowView:
-    n, c = x_shape[:2]
-    hw = math.prod(x_shape[2:])
-    return _RowView(n * c, hw, c, hw, (n, c), (c,))
-
-
 def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
+    """Also instance norm's view: group norm with one channel per group (groups = C)."""
     n, c = x_shape[:2]
     hw = math.prod(x_shape[2:])
     return _RowView(n * groups, (c // groups) * hw, groups, hw, (n, groups), (c,))
@@ -152,7 +147,7 @@ def instance_norm_forward(
     op = "instance_norm_forward"
     backend = _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
-    return _forward(op, x, _instance_norm_view(x.shape), gamma, beta, eps, backend)
+    return _forward(op, x, _group_norm_view(x.shape, x.shape[1]), gamma, beta, eps, backend)
 
 
 def instance_norm_backward(
@@ -162,7 +157,7 @@ def instance_norm_backward(
     op = "instance_norm_backward"
     backend = _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
-    return _backward(op, dy, x, gamma, mean, rstd, _instance_norm_view(x.shape), backend)
+    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, x.shape[1]), backend)
 
 
 def group_norm_forward(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import case_params
 
-from verify import compare, numerical_gradient, staged
+from verify import compare, mistakes, numerical_gradient, staged
 from verify.cases import CASES
 
 SMALL = [c for c in CASES if "small" in c.tags]
@@ -66,3 +66,16 @@ def test_numerical_gradient_leaves_its_input_alone():
     grad = numerical_gradient(lambda v: v**3, x, np.ones(5))
     np.testing.assert_array_equal(x, before)
     np.testing.assert_allclose(grad, 3 * x**2, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", case_params(SMALL))
+def test_mistake_graph_without_a_mistake_is_the_staged_graph(case):
+    """verify.mistakes recomputes the graph with one knob wrong; with none it must be the reference itself."""
+    x, gamma, beta, dy = case.inputs(np.float64)
+    out = mistakes.graph(x, gamma, beta, dy, 1e-5, case.layout)
+    ref_y, cache = case.staged_forward(x, gamma, beta)
+    ref = staged.backward(dy, cache)
+    tol = compare.Tol(rtol=1e-13, atol=1e-14)
+    compare.assert_close(out["y"], ref_y, tol, what="y")
+    for name in ("dx", "dgamma", "dbeta"):
+        compare.assert_close(out[name], ref[name], tol, what=name)

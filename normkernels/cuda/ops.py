@@ -59,7 +59,7 @@ class _Transfer:
         self.host = isinstance(x, np.ndarray)
 
     def __call__(self, a):
-        return cuda.to_device(a) if self.host else a
+        return cuda.to_device(np.ascontiguousarray(a)) if self.host else a
 
     def out(self, a):
         return a.copy_to_host() if self.host else a
@@ -123,8 +123,7 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     d_x, d_g, d_b = io(x3), io(gamma), io(beta)
     has_running = running_mean is not None
     if has_running:
-        d_rm = io(np.ascontiguousarray(running_mean)) if io.host else running_mean
-        d_rv = io(np.ascontiguousarray(running_var)) if io.host else running_var
+        d_rm, d_rv = io(running_mean), io(running_var)
     else:
         d_rm = d_rv = cuda.device_array(0, dtype=np.float64)
     mean = cuda.device_array(C, dtype=x3.dtype)
