@@ -1,101 +1,247 @@
-"""python -m benchmarks: a first look at CPU speed at the reference shapes (float32).
+"""python -m benchmarks: every op, forward and backward, on every backend available here, in one table.
 
-For each op, forward and backward: median and min wall time of the normkernels CPU kernel, of the staged
-NumPy graph (verify.staged) and of PyTorch on the CPU when it is installed, all in this process, with the
-same thread count. Warm-up calls come first, so JIT compilation is not timed.
+Backends: the staged NumPy graph (verify.staged), normkernels cpu, normkernels cuda (with a GPU), PyTorch CPU
+and CUDA (when installed). For each: median and min time, GB/s from the minimum-bytes model (median time),
+that bandwidth as a percentage of a copy of the same size measured on the same device in this run, the
+speedup over the staged NumPy graph and the speedup over PyTorch on the same device (above 1: faster).
+Inputs are float32 unless --dtype says otherwise, and already on their device; compile time is excluded
+from the table and reported on its own: the first call in a fresh process with an empty Numba cache
+(compile) and with the cache filled (cached load).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import platform
+import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
 
 import numba
 import numpy as np
 
-from verify import staged
-from verify.cases import REFERENCE
+from verify.cases import SIZES
+from verify.report import Progress
+from verify.staged import NORMS
 
-try:
-    import torch
-except ImportError:  # PyTorch is an optional peer
-    torch = None
+from . import harness as h
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+# One fresh process per backend: import normkernels, then the first forward + backward of each small case.
+_FIRST_CALLS = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import normkernels
+from verify.cases import SMALL
+times = {"import normkernels": time.perf_counter() - t0}
+backend = sys.argv[1]
+if backend == "cuda":
+    from numba import cuda
+for case in SMALL:
+    x, gamma, beta, dy = case.inputs(np.float32)
+    if backend == "cuda":
+        x, gamma, beta, dy = (cuda.to_device(a) for a in (x, gamma, beta, dy))
+    t0 = time.perf_counter()
+    y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
+    case.backward(dy, x, gamma, mean, rstd, backend=backend)
+    if backend == "cuda":
+        cuda.synchronize()
+    times[case.id] = time.perf_counter() - t0
+print(json.dumps(times))
+"""
 
 
-def _time(fn, repeat: int) -> tuple[float, float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+def first_call_times(backend: str) -> dict:
+    """{what: (compile seconds, cached-load seconds)} from two fresh processes sharing one empty cache."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(_ROOT))
+        runs = []
+        for _ in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_CALLS, backend], env=env, capture_output=True, text=True, check=True
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {what: (runs[0][what], runs[1][what]) for what in runs[0]}
 
 
-def _ours(case, x, gamma, beta, dy) -> dict:
-    _, mean, rstd = case.forward(x, gamma, beta)
-    return {
-        "forward": lambda: case.forward(x, gamma, beta),
-        "backward": lambda: case.backward(dy, x, gamma, mean, rstd),
+def machine(backends) -> dict:
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba threads": numba.get_num_threads(),
     }
+    torch = h._torch()
+    if torch is not None:
+        info.update({"torch": torch.__version__, "torch threads": torch.get_num_threads()})
+    if any(h.DEVICE[b] == "gpu" for b in backends):
+        from numba import cuda
+
+        info["gpu"] = cuda.get_current_device().name.decode() if hasattr(cuda, "get_current_device") else "?"
+    return info
 
 
-def _staged(case, x, gamma, beta, dy) -> dict:
-    _, cache = case.staged_forward(x, gamma, beta)
-    return {
-        "forward": lambda: case.staged_forward(x, gamma, beta),
-        "backward": lambda: staged.backward(dy, cache),
-    }
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def _torch_calls(case, x, gamma, beta, dy) -> dict:
-    tx, tg, tb = (torch.from_numpy(a).requires_grad_() for a in (x, gamma, beta))
-    tdy = torch.from_numpy(dy)
-    ty = case.torch_forward(tx, tg, tb)
+def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict], list[dict]]:
+    """Time every (case, direction, backend); returns (results, copies)."""
+    copies: dict[tuple, tuple] = {}  # (device, bytes) -> (GB/s, how)
+    results = []
+    progress = Progress(len(cases) * len(backends))
+    for case in cases:
+        nbytes = int(np.prod(case.shape)) * np.dtype(dtype).itemsize
+        rows = {}
+        for backend in backends:
+            progress.step(f"{case.id} {backend}")
+            device = h.DEVICE[backend]
+            if (device, nbytes) not in copies:
+                copies[device, nbytes] = h.copy_bandwidth(device, nbytes)
+            fns = h.calls(case, backend, dtype)
+            for direction in h.DIRECTIONS:
+                t = h.measure(fns[direction], repeat=repeat, budget=budget)
+                moved = h.model_bytes(case, direction, dtype)
+                gbps = moved / t.median / 1e9
+                rows[direction, backend] = dict(
+                    op=case.norm,
+                    case=case.id,
+                    shape=list(case.shape),
+                    direction=direction,
+                    backend=backend,
+                    device=device,
+                    dtype=np.dtype(dtype).name,
+                    median_ms=t.median * 1e3,
+                    min_ms=t.min * 1e3,
+                    calls=t.calls,
+                    model_bytes=moved,
+                    gbps=gbps,
+                    copy_gbps=copies[device, nbytes][0],
+                    pct_copy=100 * gbps / copies[device, nbytes][0],
+                )
+            del fns
+        for (direction, backend), row in rows.items():
+            numpy_row = rows.get((direction, "numpy"))
+            peer_row = rows.get((direction, h.PEER.get(backend, backend)))
+            row["speedup_vs_numpy"] = numpy_row["median_ms"] / row["median_ms"] if numpy_row else None
+            row["speedup_vs_torch"] = peer_row["median_ms"] / row["median_ms"] if peer_row else None
+        results += sorted(
+            rows.values(), key=lambda r: (h.DIRECTIONS.index(r["direction"]), backends.index(r["backend"]))
+        )
+    progress.close()
+    copy_rows = [dict(device=d, bytes=b, gbps=g, how=how) for (d, b), (g, how) in copies.items()]
+    return results, copy_rows
 
-    def backward():
-        return torch.autograd.grad(ty, (tx, tg, tb), tdy, retain_graph=True)
 
-    def forward_no_grad():
-        with torch.no_grad():
-            return case.torch_forward(tx, tg, tb)
+def _ratio(v) -> str:
+    return f"{v:.2f}x" if v is not None else "-"
 
-    return {"forward": forward_no_grad, "backward": backward}
+
+def table(results: list[dict]) -> str:
+    header = (
+        f"{'op':<14} {'shape':<16} {'pass':<8} {'backend':<17} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
+        f"{'% copy':>7} {'x NumPy':>8} {'x PyTorch':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    previous = None
+    for r in results:
+        key = (r["case"], r["direction"])
+        if previous is not None and key != previous:
+            lines.append("")
+        previous = key
+        lines.append(
+            f"{r['op']:<14} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} {h.LABELS[r['backend']]:<17} "
+            f"{r['median_ms']:>10.3f} {r['min_ms']:>9.3f} {r['gbps']:>7.1f} {r['pct_copy']:>6.0f}% "
+            f"{_ratio(r['speedup_vs_numpy']):>8} {_ratio(r['speedup_vs_torch']):>9}"
+        )
+    return "\n".join(lines)
+
+
+def copy_table(copies: list[dict]) -> str:
+    lines = [f"{'device':<7} {'MB':>8} {'copy GB/s':>10}  measured with"]
+    for c in sorted(copies, key=lambda c: (c["device"], c["bytes"])):
+        lines.append(f"{c['device']:<7} {c['bytes'] / 2**20:>8.1f} {c['gbps']:>10.1f}  {c['how']}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=20, help="timed calls per measurement (default 20)")
-    parser.add_argument("--quick", action="store_true", help="3 timed calls, no staged NumPy graph")
+    parser.add_argument("--ops", nargs="+", choices=NORMS, default=list(NORMS))
+    parser.add_argument("--backends", nargs="+", choices=h.BACKENDS, help="default: every backend that can run here")
+    parser.add_argument(
+        "--sizes", nargs="+", choices=list(SIZES), default=["reference"], help="shape sets (default: reference)"
+    )
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per cell (default 30)")
+    parser.add_argument(
+        "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 3 calls)"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for Numba and PyTorch alike (default: Numba's)")
+    parser.add_argument("--quick", action="store_true", help="5 timed calls per cell, no first-call timing")
+    parser.add_argument("--no-first-call", action="store_true", help="skip the compile and cached-load timing")
+    parser.add_argument("--json", metavar="PATH", help="write the machine, every cell and the copies as JSON")
+    parser.add_argument("--plot", metavar="PATH.png", help="bar chart and GB/s-against-size curve (needs matplotlib)")
     args = parser.parse_args(argv)
-    repeat = 3 if args.quick else args.repeat
 
-    threads = f"numba threads {numba.get_num_threads()}"
-    if torch is not None:
-        threads += f", torch {torch.__version__} threads {torch.get_num_threads()}"
-    print(f"float32, median (min) of {repeat} calls in ms; {threads}")
-    header = f"{'op':<14} {'shape':<16} {'pass':<8} {'normkernels':>18} {'staged NumPy':>18} {'PyTorch CPU':>18}"
-    print(header)
-    print("-" * len(header))
-    for case in REFERENCE:
-        x, gamma, beta, dy = case.inputs(np.float32)
-        columns = [
-            _ours(case, x, gamma, beta, dy),
-            {} if args.quick else _staged(case, x, gamma, beta, dy),
-            {} if torch is None else _torch_calls(case, x, gamma, beta, dy),
-        ]
-        for direction in ("forward", "backward"):
-            cells = []
-            for table in columns:
-                if direction in table:
-                    med, best = _time(table[direction], repeat)
-                    cells.append(f"{med * 1e3:8.3f} ({best * 1e3:7.3f})")
-                else:
-                    cells.append("-")
-            shape = "x".join(map(str, case.shape))
-            print(f"{case.norm:<14} {shape:<16} {direction:<8} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        parser.error("benchmarks do not run under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+    requested = args.backends or list(h.BACKENDS)
+    skipped = {b: h.unavailable(b) for b in requested}
+    backends = [b for b in requested if skipped[b] is None]
+    if args.backends:
+        for b in args.backends:
+            if skipped[b]:
+                print(f"note: {h.LABELS[b]} skipped: {skipped[b]}", file=sys.stderr)
+    if args.plot:
+        from . import plot  # fail now, not after the measurements, when matplotlib is missing
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    torch = h._torch()
+    if torch is not None:  # the same thread count for PyTorch as for Numba
+        torch.set_num_threads(numba.get_num_threads())
+    repeat = 5 if args.quick else args.repeat
+    cases = [c for size in args.sizes for c in SIZES[size] if c.norm in args.ops]
+
+    info = machine(backends)
+    print(", ".join(f"{k} {v}" for k, v in info.items()))
+    print(
+        f"{args.dtype}; median and min of up to {repeat} calls (at most {args.budget:g} s of calls per cell); "
+        "GB/s from the median; x NumPy and x PyTorch are speedups (median over median, same device)\n"
+    )
+    results, copies = run(cases, backends, np.dtype(args.dtype), repeat, args.budget)
+    print(table(results))
+    print("\ncopy bandwidth (read + write of an x-sized buffer), the 100% of the % copy column:")
+    print(copy_table(copies))
+
+    first_calls = {}
+    if not (args.quick or args.no_first_call):
+        for backend in (b for b in ("cpu", "cuda") if b in backends):
+            first_calls[backend] = first_call_times(backend)
+        for backend, times in first_calls.items():
+            print(f"\nfirst call in a fresh process, {backend} backend, float32 (seconds): compile | cached load")
+            for what, (cold, warm) in times.items():
+                print(f"  {what:<32} {cold:8.2f} {warm:8.2f}")
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(machine=info, results=results, copies=copies, first_calls=first_calls), fh, indent=1)
+    if args.plot:
+        plot.save(results, copies, args.plot, title=info.get("cpu", ""))
+        print(f"\nplot written to {args.plot}")
     return 0
 
 

@@ -24,30 +24,11 @@ import normkernels as nk
 
 from . import check
 from .cases import AFFINE, CASES, CUDA_TINY
+from .report import Progress
 from .staged import NORMS
 
 DTYPES = ("float32", "float64")
 TENSORS = ("y", "dx", "dgamma", "dbeta")
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; silent when stderr is a file or a pipe."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.done = 0
-        self.live = sys.stderr.isatty()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.live:
-            filled = int(30 * self.done / self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label:<48.48}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.live:
-            sys.stderr.write("\r" + " " * 90 + "\r")
 
 
 def _cuda_state() -> str:
@@ -108,7 +89,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     runs = list(_runs(args, simulated))
-    progress = _Progress(len(runs))
+    progress = Progress(len(runs))
     worst: dict[tuple, list] = {}  # (op, backend, dtype, tensor) -> [max abs, max rel, all passed]
     results, failed = [], 0
     for case, backend, dtype, affine in runs:

@@ -197,3 +197,37 @@ REFERENCE = (
     Case("instance_norm", (32, 64, 56, 56), why="reference"),
     Case("group_norm", (32, 64, 56, 56), num_groups=32, why="reference"),
 )
+
+# Benchmark sizes (python -m benchmarks --sizes, the pytest-benchmark suite): the reference shapes, each
+# shrunk about 16x (small, cache-resident) and grown to 2**26 elements (large: 256 MB in float32, past any
+# last-level cache), and a sweep of every op from 2**14 to 2**26 elements for the GB/s-against-size curve.
+SMALL = (
+    Case("batch_norm", (8, 64, 28, 28), why="small"),
+    Case("batch_norm", (1024, 256), why="small"),
+    Case("layer_norm", (1024, 256), normalized_ndim=1, why="small"),
+    Case("instance_norm", (8, 64, 28, 28), why="small"),
+    Case("group_norm", (8, 64, 28, 28), num_groups=32, why="small"),
+)
+
+LARGE = (
+    Case("batch_norm", (64, 64, 128, 128), why="large"),
+    Case("batch_norm", (65536, 1024), why="large"),
+    Case("layer_norm", (65536, 1024), normalized_ndim=1, why="large"),
+    Case("instance_norm", (64, 64, 128, 128), why="large"),
+    Case("group_norm", (64, 64, 128, 128), num_groups=32, why="large"),
+)
+
+_SWEEP_NCHW = ((1, 16), (4, 16), (4, 32), (16, 32), (16, 64), (64, 64), (64, 128))  # (N, H=W), C=64
+SWEEP = tuple(
+    case
+    for n, s in _SWEEP_NCHW
+    for case in (
+        Case("batch_norm", (n, 64, s, s), why="sweep"),
+        Case("batch_norm", (n * 64 * s * s // 1024, 1024), why="sweep"),
+        Case("layer_norm", (n * 64 * s * s // 1024, 1024), normalized_ndim=1, why="sweep"),
+        Case("instance_norm", (n, 64, s, s), why="sweep"),
+        Case("group_norm", (n, 64, s, s), num_groups=32, why="sweep"),
+    )
+)
+
+SIZES = {"small": SMALL, "reference": REFERENCE, "large": LARGE, "sweep": SWEEP}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 
 
@@ -79,3 +80,23 @@ class Report:
             if r.cause:
                 lines.append(f"  {'':<{width}}    likely cause: {r.cause}")
         return "\n".join(lines)
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when stderr is a file or a pipe."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+        self.live = sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.live:
+            filled = int(30 * self.done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label:<48.48}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.live:
+            sys.stderr.write("\r" + " " * 90 + "\r")

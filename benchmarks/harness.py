@@ -1,0 +1,205 @@
+"""What the benchmark CLI and the pytest-benchmark suite share: backends, the bytes model, timing, copy bandwidth.
+
+Method (DESIGN.md section 6): time kernels, not transfers. Every backend gets its inputs already on its
+device; a warm-up call comes first, so JIT compilation is never timed; a GPU call synchronizes inside the
+timed region. Bandwidth comes from a minimum-bytes model (forward reads x and writes y, backward reads x and
+dy and writes dx; the small per-channel and per-row arrays are left out) and is set against a copy of the
+same number of bytes measured on the same device in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from verify import staged
+
+DIRECTIONS = ("forward", "backward")
+BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda")
+LABELS = {
+    "numpy": "staged NumPy",
+    "cpu": "normkernels cpu",
+    "cuda": "normkernels cuda",
+    "torch-cpu": "PyTorch CPU",
+    "torch-cuda": "PyTorch CUDA",
+}
+DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch-cpu": "cpu", "cuda": "gpu", "torch-cuda": "gpu"}
+PEER = {"numpy": "torch-cpu", "cpu": "torch-cpu", "cuda": "torch-cuda"}  # the PyTorch backend each is compared with
+
+_ARRAYS_MOVED = {"forward": 2, "backward": 3}  # x -> y; x, dy -> dx
+
+
+def model_bytes(case, direction: str, dtype) -> int:
+    """The fewest bytes a kernel must move: each full-size array read or written once."""
+    return _ARRAYS_MOVED[direction] * math.prod(case.shape) * np.dtype(dtype).itemsize
+
+
+# --- what can run here ------------------------------------------------------------------------------------
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _gpu() -> bool:
+    try:
+        from normkernels import cuda as cuda_backend
+    except ImportError:
+        return False
+    return not cuda_backend.SIMULATOR and cuda_backend.available()
+
+
+def unavailable(backend: str) -> str | None:
+    """Why a backend cannot be benchmarked here, or None when it can."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend.startswith("torch") and _torch() is None:
+        return "PyTorch is not installed"
+    if DEVICE[backend] == "gpu":
+        if backend == "torch-cuda" and not _torch().cuda.is_available():
+            return "PyTorch sees no CUDA device"
+        if backend == "cuda" and not _gpu():
+            return "no GPU (the CUDA simulator is not benchmarked)"
+    return None
+
+
+def synchronize(backend: str) -> None:
+    if backend == "cuda":
+        from numba import cuda
+
+        cuda.synchronize()
+    elif backend == "torch-cuda":
+        _torch().cuda.synchronize()
+
+
+# --- the timed calls --------------------------------------------------------------------------------------
+
+
+def calls(case, backend: str, dtype=np.float32) -> dict:
+    """{direction: zero-argument callable} for one case on one backend, inputs already on the device.
+
+    Each call runs the whole op (forward: y and the statistics; backward: dx, dgamma, dbeta) and returns
+    only when the device is done.
+    """
+    x, gamma, beta, dy = case.inputs(np.dtype(dtype))
+    if backend == "numpy":
+        _, cache = case.staged_forward(x, gamma, beta)
+        return {
+            "forward": lambda: case.staged_forward(x, gamma, beta),
+            "backward": lambda: staged.backward(dy, cache),
+        }
+    if backend in ("cpu", "cuda"):
+        if backend == "cuda":
+            from numba import cuda
+
+            x, gamma, beta, dy = (cuda.to_device(a) for a in (x, gamma, beta, dy))
+        _, mean, rstd = case.forward(x, gamma, beta, backend=backend)
+
+        def forward():
+            out = case.forward(x, gamma, beta, backend=backend)
+            synchronize(backend)
+            return out
+
+        def backward():
+            out = case.backward(dy, x, gamma, mean, rstd, backend=backend)
+            synchronize(backend)
+            return out
+
+        return {"forward": forward, "backward": backward}
+
+    torch = _torch()
+    device = "cuda" if backend == "torch-cuda" else "cpu"
+    tx, tg, tb = (torch.from_numpy(a).to(device).requires_grad_() for a in (x, gamma, beta))
+    tdy = torch.from_numpy(dy).to(device)
+    ty = case.torch_forward(tx, tg, tb)
+
+    def torch_forward():
+        with torch.no_grad():
+            out = case.torch_forward(tx, tg, tb)
+        synchronize(backend)
+        return out
+
+    def torch_backward():
+        out = torch.autograd.grad(ty, (tx, tg, tb), tdy, retain_graph=True)
+        synchronize(backend)
+        return out
+
+    return {"forward": torch_forward, "backward": torch_backward}
+
+
+@dataclass
+class Timing:
+    median: float  # seconds
+    min: float
+    calls: int
+
+
+def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timing:
+    """Median and min of `repeat` timed calls after `warmup` untimed ones; stops early (after at least 3
+    timed calls) once `budget` seconds have been spent timing."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeat and (len(times) < 3 or spent < budget):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        spent += times[-1]
+    return Timing(statistics.median(times), min(times), len(times))
+
+
+# --- copy bandwidth ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _copy(src, dst):
+    for i in range(src.size):
+        dst[i] = src[i]
+
+
+@njit(parallel=True, cache=True)
+def _parallel_copy(src, dst):
+    chunk = 1 << 16
+    for c in prange((src.size + chunk - 1) // chunk):
+        lo = c * chunk
+        hi = min(src.size, lo + chunk)
+        _copy(src[lo:hi], dst[lo:hi])
+
+
+def copy_calls(device: str, nbytes: int) -> dict:
+    """{name: callable} copying an nbytes buffer into another on `device`, each a way to reach its copy
+    bandwidth; the fastest one is the reference."""
+    n = max(1, nbytes // 4)
+    if device == "cpu":
+        src = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+        dst = np.empty_like(src)
+        return {"numpy.copyto": lambda: np.copyto(dst, src), "numba parallel copy": lambda: _parallel_copy(src, dst)}
+    from numba import cuda
+
+    src = cuda.to_device(np.ones(n, np.float32))
+    dst = cuda.device_array_like(src)
+
+    def device_copy():
+        dst.copy_to_device(src)
+        cuda.synchronize()
+
+    return {"cudaMemcpy device to device": device_copy}
+
+
+def copy_bandwidth(device: str, nbytes: int, repeat: int = 20) -> tuple[float, str]:
+    """(GB/s, how): the best median bandwidth of copying nbytes (counted twice: read and write)."""
+    best = (0.0, "")
+    for name, fn in copy_calls(device, nbytes).items():
+        t = measure(fn, repeat=repeat, budget=1.0)
+        best = max(best, (2 * nbytes / t.median / 1e9, name))
+    return best
