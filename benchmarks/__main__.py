@@ -4,9 +4,10 @@ Backends: the staged NumPy graph (verify.staged), normkernels cpu, normkernels c
 and CUDA (when installed). For each: median and min time, GB/s from the minimum-bytes model (median time),
 that bandwidth as a percentage of a copy of the same size measured on the same device in this run, the
 speedup over the staged NumPy graph and the speedup over PyTorch on the same device (above 1: faster).
-Inputs are float32 unless --dtype says otherwise, and already on their device; compile time is excluded
-from the table and reported on its own: the first call in a fresh process with an empty Numba cache
-(compile) and with the cache filled (cached load).
+The backends of one case are timed side by side, one call of each per round, so a slow spell of the machine
+falls on all of them. Inputs are float32 unless --dtype says otherwise, and already on their device. Compile
+time is excluded from the table and reported on its own: the first call in a fresh process with an empty
+Numba cache (compile) and with the cache filled (cached load).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def machine(backends) -> dict:
     if any(h.DEVICE[b] == "gpu" for b in backends):
         from numba import cuda
 
-        info["gpu"] = cuda.get_current_device().name.decode() if hasattr(cuda, "get_current_device") else "?"
+        name = cuda.get_current_device().name
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
     return info
 
 
@@ -106,15 +108,19 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
     for case in cases:
         nbytes = int(np.prod(case.shape)) * np.dtype(dtype).itemsize
         rows = {}
+        fns = {}
         for backend in backends:
             progress.step(f"{case.id} {backend}")
             device = h.DEVICE[backend]
             if (device, nbytes) not in copies:
                 copies[device, nbytes] = h.copy_bandwidth(device, nbytes)
-            fns = h.calls(case, backend, dtype)
-            for direction in h.DIRECTIONS:
-                t = h.measure(fns[direction], repeat=repeat, budget=budget)
-                moved = h.model_bytes(case, direction, dtype)
+            for direction, fn in h.calls(case, backend, dtype).items():
+                fns[direction, backend] = fn
+        for direction in h.DIRECTIONS:  # the backends side by side, one call of each per round
+            timings = h.measure_side_by_side({b: fns[direction, b] for b in backends}, repeat=repeat, budget=budget)
+            moved = h.model_bytes(case, direction, dtype)
+            for backend, t in timings.items():
+                device = h.DEVICE[backend]
                 gbps = moved / t.median / 1e9
                 rows[direction, backend] = dict(
                     op=case.norm,
@@ -132,7 +138,7 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
                     copy_gbps=copies[device, nbytes][0],
                     pct_copy=100 * gbps / copies[device, nbytes][0],
                 )
-            del fns
+        del fns
         for (direction, backend), row in rows.items():
             numpy_row = rows.get((direction, "numpy"))
             peer_row = rows.get((direction, h.PEER.get(backend, backend)))

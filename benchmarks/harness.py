@@ -68,7 +68,7 @@ def unavailable(backend: str) -> str | None:
         if backend == "torch-cuda" and not _torch().cuda.is_available():
             return "PyTorch sees no CUDA device"
         if backend == "cuda" and not _gpu():
-            return "no GPU (the CUDA simulator is not benchmarked)"
+            return "no usable GPU here (the CUDA simulator is never benchmarked)"
     return None
 
 
@@ -146,16 +146,32 @@ class Timing:
 def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timing:
     """Median and min of `repeat` timed calls after `warmup` untimed ones; stops early (after at least 3
     timed calls) once `budget` seconds have been spent timing."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
+    return measure_side_by_side({"fn": fn}, repeat, budget, warmup, burst=1)["fn"]
+
+
+def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmup: int = 2, burst: int = 5) -> dict:
+    """{name: Timing} for several callables timed in turns, so that a slow spell of a noisy machine lands on
+    all of them alike: each round gives each callable `burst` timed calls, after one untimed call when there
+    are several (it lets the thread pools of the previous library go idle first). Stops after `repeat` timed
+    calls each, or earlier (after at least 3) once `budget` seconds per callable have been spent."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {name: [] for name in fns}
     spent = 0.0
-    while len(times) < repeat and (len(times) < 3 or spent < budget):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        spent += times[-1]
-    return Timing(statistics.median(times), min(times), len(times))
+    done = 0
+    while done < repeat and (done < 3 or spent < budget * len(fns)):
+        calls = min(burst, repeat - done)
+        for name, fn in fns.items():
+            if len(fns) > 1:
+                fn()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+                spent += times[name][-1]
+        done += calls
+    return {name: Timing(statistics.median(t), min(t), len(t)) for name, t in times.items()}
 
 
 # --- copy bandwidth ---------------------------------------------------------------------------------------

@@ -97,38 +97,75 @@ def add_dy_dyxmu_into(pdy, pdyxmu, dy, x, m):
         pdyxmu[i] += d * (x[i] - m[i])
 
 
-# --- elementwise outputs ----------------------------------------------------------------------------------
+# --- the same over four rows a (4, n) at a time: the float64 accumulators are read and written once per four
+# rows. The rows come as one 2-D array, not four 1-D ones: with fewer distinct pointers LLVM's runtime alias
+# checks stay within its limit and the loops still vectorize.
 
 
 @njit(**SERIAL)
-def scale_shift(x, m, scale, shift, y):
-    """y = (x - m) * scale + shift; all four scalars or all four per element."""
+def add_rows4_into(acc, a):
+    """acc += a[0] + a[1] + a[2] + a[3]."""
+    for i in range(acc.size):
+        acc[i] += (np.float64(a[0, i]) + a[1, i]) + (np.float64(a[2, i]) + a[3, i])
+
+
+@njit(**SERIAL)
+def add_sq_dev_rows4_into(acc, a, m):
+    """acc += sum over the four rows of (a - m)**2, m per element."""
+    for i in range(acc.size):
+        d0 = a[0, i] - m[i]
+        d1 = a[1, i] - m[i]
+        d2 = a[2, i] - m[i]
+        d3 = a[3, i] - m[i]
+        acc[i] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+
+
+# --- elementwise outputs ----------------------------------------------------------------------------------
+#
+# The statistics and coefficients are float64. The forward loops with scalar coefficients take them rounded
+# to x's dtype and compute in it (float32 runs twice as many lanes: layer norm's forward measured 10-25%
+# faster). The centre is passed as a pair (mh, ml) = (round(m), round(m - round(m))) and subtracted as
+# (x - mh) - ml: x - mh is exact when x is near the mean (Sterbenz), so an input with a large offset (mean
+# 1e4, std 1) loses nothing to the rounding of its mean. For float64 data ml is 0. The backward loops, and
+# the loops with per-element float64 vectors, measured no faster in float32 and stay in float64.
+
+
+@njit(**SERIAL)
+def like(a, v):
+    """v rounded to a's dtype."""
+    return a.dtype.type(v)
+
+
+@njit(**SERIAL)
+def scale_shift(x, mh, ml, scale, shift, y):
+    """y = (x - m) * scale + shift; scalars."""
     for i in range(x.size):
-        y[i] = (x[i] - m) * scale + shift
+        y[i] = ((x[i] - mh) - ml) * scale + shift
 
 
 @njit(**SERIAL)
 def scale_shift_each(x, m, scale, shift, y):
-    """y = (x - m[i]) * scale[i] + shift[i]."""
+    """y = (x - m[i]) * scale[i] + shift[i] with float64 vectors: BatchNorm's (N, D) rows (with float32
+    vectors this loop measured 1.4-2x slower)."""
     for i in range(x.size):
         y[i] = (x[i] - m[i]) * scale[i] + shift[i]
 
 
 @njit(**SERIAL)
-def normalize_affine(x, m, rs, gamma, beta, y):
+def normalize_affine(x, mh, ml, rs, gamma, beta, y):
     """y = (x - m) * rs * gamma + beta with gamma, beta per element; either may be empty (absent)."""
     if gamma.size and beta.size:
         for i in range(x.size):
-            y[i] = (x[i] - m) * rs * gamma[i] + beta[i]
+            y[i] = ((x[i] - mh) - ml) * rs * gamma[i] + beta[i]
     elif gamma.size:
         for i in range(x.size):
-            y[i] = (x[i] - m) * rs * gamma[i]
+            y[i] = ((x[i] - mh) - ml) * rs * gamma[i]
     elif beta.size:
         for i in range(x.size):
-            y[i] = (x[i] - m) * rs + beta[i]
+            y[i] = ((x[i] - mh) - ml) * rs + beta[i]
     else:
         for i in range(x.size):
-            y[i] = (x[i] - m) * rs
+            y[i] = ((x[i] - mh) - ml) * rs
 
 
 @njit(**SERIAL)

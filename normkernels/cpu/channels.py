@@ -30,7 +30,9 @@ Backward, per channel, with xhat = (x - mean) * rstd:
 both computed as dx = p * dy + q * (x - mean) + r with per-channel p = rstd * gamma,
 q = -rstd**2 * gamma * dgamma / M and r = -rstd * gamma * dbeta / M (q = r = 0 in eval).
 
-Arithmetic is float64 whatever the storage dtype.
+Sums, per-channel coefficients and the backward are float64 whatever the storage dtype. With spatial dims
+the forward's kernel writing y rounds a channel's coefficients to the storage dtype and computes in it (see
+``_loops``); for (N, D) input it stays in float64, which measured faster there.
 """
 
 import numpy as np
@@ -66,15 +68,26 @@ def channels_stats(x, block, mean, var):
     m2_part = np.zeros((B, C))
     for b in range(B):
         count[b] = (min(N, (b + 1) * block) - b * block) * S
-    if S == 1:  # (N, D): channels are contiguous, so sweep whole rows
+    if S == 1:  # (N, D): channels are contiguous, so sweep whole rows, four at a time
+        x2 = x.reshape(N, C)
         for b in prange(B):
             n0 = b * block
             n1 = min(N, n0 + block)
-            for n in range(n0, n1):
-                L.add_into(mean_part[b], x[n].reshape(C))
-            mean_part[b] /= count[b]
-            for n in range(n0, n1):
-                L.add_sq_dev_into(m2_part[b], x[n].reshape(C), mean_part[b])
+            acc = mean_part[b]
+            n = n0
+            while n + 4 <= n1:
+                L.add_rows4_into(acc, x2[n : n + 4])
+                n += 4
+            for tail in range(n, n1):
+                L.add_into(acc, x2[tail])
+            acc /= count[b]
+            acc = m2_part[b]
+            n = n0
+            while n + 4 <= n1:
+                L.add_sq_dev_rows4_into(acc, x2[n : n + 4], mean_part[b])
+                n += 4
+            for tail in range(n, n1):
+                L.add_sq_dev_into(acc, x2[tail], mean_part[b])
     else:  # one task per (block, channel); each sample's channel is a contiguous run of S values
         for t in prange(B * C):
             b = t // C
@@ -99,14 +112,16 @@ def channels_stats(x, block, mean, var):
 def channels_normalize(x, mean, scale, shift, y):
     """y = (x - mean[c]) * scale[c] + shift[c]; x, y: (N, C, S); mean, scale, shift: (C,) float64."""
     N, C, S = x.shape
-    if S == 1:  # (N, D): one row per task
+    if S == 1:  # (N, D): one row per task, float64 vectors
         for n in prange(N):
             L.scale_shift_each(x[n].reshape(C), mean, scale, shift, y[n].reshape(C))
-    else:  # one (n, c) run of S contiguous values per task
+    else:  # one (n, c) run of S contiguous values per task, in x's dtype
         for t in prange(N * C):
             n = t // C
             c = t % C
-            L.scale_shift(x[n, c], mean[c], scale[c], shift[c], y[n, c])
+            mh = L.like(x, mean[c])
+            ml = L.like(x, mean[c] - mh)
+            L.scale_shift(x[n, c], mh, ml, L.like(x, scale[c]), L.like(x, shift[c]), y[n, c])
 
 
 @njit(**PARALLEL)

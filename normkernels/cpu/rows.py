@@ -26,7 +26,9 @@ and dgamma = sum(dy * xhat), dbeta = sum(dy) over every row and every element wi
 Those two sums are first taken per block of rows (fixed size, chosen from the shape alone) and then added
 block by block in order, so results do not depend on the thread count.
 
-Arithmetic is float64 whatever the storage dtype; an empty ``gamma`` or ``beta`` means "no affine".
+Sums and per-row coefficients are float64 whatever the storage dtype. The forward's loop writing y computes
+in the storage dtype from those coefficients (see ``_loops``); the backward computes in float64. An empty
+``gamma`` or ``beta`` means "no affine".
 """
 
 import numpy as np
@@ -50,17 +52,25 @@ def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
         rs = 1.0 / np.sqrt(L.sum_sq_dev(xr, m) / K + eps)
         mean[r] = m
         rstd[r] = rs
+        mh = L.like(x, m)
+        ml = L.like(x, m - mh)
         a0 = (r % groups) * cg
         if inner == 1:  # affine per element
             L.normalize_affine(
-                xr, m, rs, gamma[a0 : a0 + K] if has_gamma else gamma, beta[a0 : a0 + K] if has_beta else beta, yr
+                xr,
+                mh,
+                ml,
+                L.like(x, rs),
+                gamma[a0 : a0 + K] if has_gamma else gamma,
+                beta[a0 : a0 + K] if has_beta else beta,
+                yr,
             )
         else:  # affine per channel segment
             for j in range(cg):
                 lo = j * inner
-                scale = rs * gamma[a0 + j] if has_gamma else rs
-                shift = beta[a0 + j] if has_beta else 0.0
-                L.scale_shift(xr[lo : lo + inner], m, scale, shift, yr[lo : lo + inner])
+                scale = L.like(x, rs * gamma[a0 + j] if has_gamma else rs)
+                shift = L.like(x, beta[a0 + j] if has_beta else 0.0)
+                L.scale_shift(xr[lo : lo + inner], mh, ml, scale, shift, yr[lo : lo + inner])
 
 
 @njit(**PARALLEL)
