@@ -149,10 +149,15 @@ def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timin
     return measure_side_by_side({"fn": fn}, repeat, budget, warmup, burst=1)["fn"]
 
 
+_PAUSE = 0.05  # seconds; libgomp's threads spin for well under a millisecond before they sleep
+
+
 def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmup: int = 2, burst: int = 5) -> dict:
     """{name: Timing} for several callables timed in turns, so that a slow spell of a noisy machine lands on
-    all of them alike: each round gives each callable `burst` timed calls, after one untimed call when there
-    are several (it lets the thread pools of the previous library go idle first). Stops after `repeat` timed
+    all of them alike: each round gives each callable `burst` timed calls. With several callables each burst
+    starts after a pause and one untimed call: NumPy/Numba and PyTorch bring OpenMP runtimes of their own,
+    whose threads spin for a while after a parallel region and would otherwise take the cores from the
+    next library's threads. Stops after `repeat` timed
     calls each, or earlier (after at least 3) once `budget` seconds per callable have been spent."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -164,6 +169,7 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
         calls = min(burst, repeat - done)
         for name, fn in fns.items():
             if len(fns) > 1:
+                time.sleep(_PAUSE)
                 fn()
             for _ in range(calls):
                 t0 = time.perf_counter()

@@ -9,16 +9,18 @@ import numpy as np
 from . import _checks, _device
 from .cpu import channels
 
-# Samples per statistics block: a block's slice of one channel (or, for (N, D) input, its rows) holds about
-# this many values, so the second pass of the two-pass variance reads it from cache.
+# Samples per statistics block: a block's slice of one channel holds about _BLOCK_ELEMENTS values, or for
+# (N, D) input its rows about _WIDE_BLOCK_ELEMENTS, so the second pass of the two-pass variance reads it from
+# cache (L2). Blocks of 128 rows of 1024 measured 10-15% faster than blocks of 32.
 _BLOCK_ELEMENTS = 1 << 15
+_WIDE_BLOCK_ELEMENTS = 1 << 17
 
 
 def _view(x: np.ndarray) -> tuple[np.ndarray, int]:
     """x as (N, C, S) and the statistics block size in samples (fixed by the shape alone)."""
     n, c = x.shape[:2]
     s = math.prod(x.shape[2:])
-    return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // max(1, s if s > 1 else c))
+    return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
 def _running(name: str, a, channels_: int, like, *, op: str):

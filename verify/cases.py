@@ -151,7 +151,7 @@ CASES = (
     Case("batch_norm", (2, 3, 4, 5), why="NCHW", tags=_SMALL),
     Case("batch_norm", (4, 5, 1, 1), why="spatial 1x1 with N > 1", tags=_SMALL),
     Case("batch_norm", (2, 3, 2, 3, 2), why="5-D", tags=_SMALL),
-    Case("batch_norm", (10000, 7), why="(N, D) over several statistics blocks"),
+    Case("batch_norm", (40000, 7), why="(N, D) over several statistics blocks"),
     Case("batch_norm", (16, 3, 5000), why="spatial over several statistics blocks"),
     Case("layer_norm", (2, 7), normalized_ndim=1, why="N=2, one normalized dim", tags=_SMALL),
     Case("layer_norm", (3, 4, 5), normalized_ndim=1, why="3-D, last dim", tags=_SMALL),
