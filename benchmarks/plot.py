@@ -29,9 +29,13 @@ def save(results: list[dict], copies: list[dict], path: str, title: str = "") ->
     if len(groups) > 20:  # a sweep: keep the largest size of each op
         biggest: dict[tuple, int] = {}
         for r in results:
-            key = (r["op"], len(r["shape"]))
+            key = (r["op"], len(r["shape"]), r["direction"])
             biggest[key] = max(biggest.get(key, 0), r["model_bytes"])
-        keep = {(r["case"], r["direction"]) for r in results if r["model_bytes"] == biggest[r["op"], len(r["shape"])]}
+        keep = {
+            (r["case"], r["direction"])
+            for r in results
+            if r["model_bytes"] == biggest[r["op"], len(r["shape"]), r["direction"]]
+        }
         groups = [g for g in groups if g in keep]
     backends = list(dict.fromkeys(r["backend"] for r in results))
     width = 0.8 / len(backends)
