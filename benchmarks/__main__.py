@@ -32,27 +32,15 @@ from . import harness as h
 
 _ROOT = Path(__file__).resolve().parent.parent
 
-# One fresh process per backend: import normkernels, then the first forward + backward of each small case.
+# A fresh process: import normkernels, then the first forward + backward of each small case.
 _FIRST_CALLS = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import numpy as np
 import normkernels
-from verify.cases import SMALL
 times = {"import normkernels": time.perf_counter() - t0}
-backend = sys.argv[1]
-if backend == "cuda":
-    from numba import cuda
-for case in SMALL:
-    x, gamma, beta, dy = case.inputs(np.float32)
-    if backend == "cuda":
-        x, gamma, beta, dy = (cuda.to_device(a) for a in (x, gamma, beta, dy))
-    t0 = time.perf_counter()
-    y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
-    case.backward(dy, x, gamma, mean, rstd, backend=backend)
-    if backend == "cuda":
-        cuda.synchronize()
-    times[case.id] = time.perf_counter() - t0
+from benchmarks.harness import first_calls
+from verify.cases import SMALL
+times.update(first_calls(SMALL, sys.argv[1]))
 print(json.dumps(times))
 """
 
@@ -116,7 +104,7 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
                 copies[device, nbytes] = h.copy_bandwidth(device, nbytes)
             for direction, fn in h.calls(case, backend, dtype).items():
                 fns[direction, backend] = fn
-        for direction in h.DIRECTIONS:  # the backends side by side, one call of each per round
+        for direction in h.DIRECTIONS:  # the backends side by side
             timings = h.measure_side_by_side({b: fns[direction, b] for b in backends}, repeat=repeat, budget=budget)
             moved = h.model_bytes(case, direction, dtype)
             for backend, t in timings.items():
@@ -138,15 +126,13 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
                     copy_gbps=copies[device, nbytes][0],
                     pct_copy=100 * gbps / copies[device, nbytes][0],
                 )
-        del fns
+        del fns  # the staged graph's float64 caches can be GBs: free them before the next case's inputs
         for (direction, backend), row in rows.items():
             numpy_row = rows.get((direction, "numpy"))
             peer_row = rows.get((direction, h.PEER.get(backend, backend)))
             row["speedup_vs_numpy"] = numpy_row["median_ms"] / row["median_ms"] if numpy_row else None
             row["speedup_vs_torch"] = peer_row["median_ms"] / row["median_ms"] if peer_row else None
-        results += sorted(
-            rows.values(), key=lambda r: (h.DIRECTIONS.index(r["direction"]), backends.index(r["backend"]))
-        )
+        results += rows.values()  # by direction, then backend: the order they were timed in
     progress.close()
     copy_rows = [dict(device=d, bytes=b, gbps=g, how=how) for (d, b), (g, how) in copies.items()]
     return results, copy_rows
@@ -202,7 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", metavar="PATH.png", help="bar chart and GB/s-against-size curve (needs matplotlib)")
     args = parser.parse_args(argv)
 
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    if h.SIMULATOR:
         parser.error("benchmarks do not run under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     requested = args.backends or list(h.BACKENDS)
     skipped = {b: h.unavailable(b) for b in requested}
@@ -216,9 +202,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         numba.set_num_threads(args.threads)
-    torch = h._torch()
-    if torch is not None:  # the same thread count for PyTorch as for Numba
-        torch.set_num_threads(numba.get_num_threads())
+    h.same_threads()
     repeat = 5 if args.quick else args.repeat
     cases = [c for size in args.sizes for c in SIZES[size] if c.norm in args.ops]
 

@@ -2,13 +2,10 @@
 marked with its set's name (so -k small or -m large select within them); nothing runs under the CUDA simulator.
 """
 
-import os
-
 import pytest
 
+from benchmarks.harness import SIMULATOR
 from verify.cases import SIZES
-
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
 def pytest_addoption(parser):

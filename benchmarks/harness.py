@@ -10,14 +10,18 @@ same number of bytes measured on the same device in the same run.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from verify import staged
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"  # benchmarks never run in the CUDA simulator
 
 DIRECTIONS = ("forward", "backward")
 BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda")
@@ -84,6 +88,25 @@ def synchronize(backend: str) -> None:
 # --- the timed calls --------------------------------------------------------------------------------------
 
 
+def _synced(backend: str, fn):
+    """fn, returning only when the backend's device is done."""
+
+    def call():
+        out = fn()
+        synchronize(backend)
+        return out
+
+    return call
+
+
+def _on_device(backend: str, arrays):
+    if backend != "cuda":
+        return arrays
+    from numba import cuda
+
+    return tuple(cuda.to_device(a) for a in arrays)
+
+
 def calls(case, backend: str, dtype=np.float32) -> dict:
     """{direction: zero-argument callable} for one case on one backend, inputs already on the device.
 
@@ -98,23 +121,12 @@ def calls(case, backend: str, dtype=np.float32) -> dict:
             "backward": lambda: staged.backward(dy, cache),
         }
     if backend in ("cpu", "cuda"):
-        if backend == "cuda":
-            from numba import cuda
-
-            x, gamma, beta, dy = (cuda.to_device(a) for a in (x, gamma, beta, dy))
+        x, gamma, beta, dy = _on_device(backend, (x, gamma, beta, dy))
         _, mean, rstd = case.forward(x, gamma, beta, backend=backend)
-
-        def forward():
-            out = case.forward(x, gamma, beta, backend=backend)
-            synchronize(backend)
-            return out
-
-        def backward():
-            out = case.backward(dy, x, gamma, mean, rstd, backend=backend)
-            synchronize(backend)
-            return out
-
-        return {"forward": forward, "backward": backward}
+        return {
+            "forward": _synced(backend, lambda: case.forward(x, gamma, beta, backend=backend)),
+            "backward": _synced(backend, lambda: case.backward(dy, x, gamma, mean, rstd, backend=backend)),
+        }
 
     torch = _torch()
     device = "cuda" if backend == "torch-cuda" else "cpu"
@@ -124,16 +136,33 @@ def calls(case, backend: str, dtype=np.float32) -> dict:
 
     def torch_forward():
         with torch.no_grad():
-            out = case.torch_forward(tx, tg, tb)
-        synchronize(backend)
-        return out
+            return case.torch_forward(tx, tg, tb)
 
-    def torch_backward():
-        out = torch.autograd.grad(ty, (tx, tg, tb), tdy, retain_graph=True)
-        synchronize(backend)
-        return out
+    return {
+        "forward": _synced(backend, torch_forward),
+        "backward": _synced(backend, lambda: torch.autograd.grad(ty, (tx, tg, tb), tdy, retain_graph=True)),
+    }
 
-    return {"forward": torch_forward, "backward": torch_backward}
+
+def first_calls(cases, backend: str) -> dict:
+    """{case id: seconds} of the first forward + backward of each case (float32) in this process: compile
+    time with an empty Numba cache, load time with a filled one. Later cases reuse what earlier ones built."""
+    times = {}
+    for case in cases:
+        x, gamma, beta, dy = _on_device(backend, case.inputs(np.float32))
+        t0 = time.perf_counter()
+        _, mean, rstd = case.forward(x, gamma, beta, backend=backend)
+        case.backward(dy, x, gamma, mean, rstd, backend=backend)
+        synchronize(backend)
+        times[case.id] = time.perf_counter() - t0
+    return times
+
+
+def same_threads() -> None:
+    """Give PyTorch Numba's CPU thread count, so the two are compared on the same cores."""
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(numba.get_num_threads())
 
 
 @dataclass
@@ -149,7 +178,9 @@ def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timin
     return measure_side_by_side({"fn": fn}, repeat, budget, warmup, burst=1)["fn"]
 
 
-_PAUSE = 0.05  # seconds; libgomp's threads spin for well under a millisecond before they sleep
+# Seconds before each burst. Not tuned: without a pause, cells on this 2-core machine read 4-32 ms in 4 ms
+# steps (threads waiting for a core); with this one they did not.
+_PAUSE = 0.05
 
 
 def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmup: int = 2, burst: int = 5) -> dict:
@@ -157,8 +188,8 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
     all of them alike: each round gives each callable `burst` timed calls. With several callables each burst
     starts after a pause and one untimed call: NumPy/Numba and PyTorch bring OpenMP runtimes of their own,
     whose threads spin for a while after a parallel region and would otherwise take the cores from the
-    next library's threads. Stops after `repeat` timed
-    calls each, or earlier (after at least 3) once `budget` seconds per callable have been spent."""
+    next library's threads. Stops after `repeat` timed calls each, or earlier (after at least 3) once
+    `budget` seconds per callable have been spent."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -166,17 +197,17 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
     spent = 0.0
     done = 0
     while done < repeat and (done < 3 or spent < budget * len(fns)):
-        calls = min(burst, repeat - done)
+        n = min(burst, repeat - done)
         for name, fn in fns.items():
             if len(fns) > 1:
                 time.sleep(_PAUSE)
                 fn()
-            for _ in range(calls):
+            for _ in range(n):
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
                 spent += times[name][-1]
-        done += calls
+        done += n
     return {name: Timing(statistics.median(t), min(t), len(t)) for name, t in times.items()}
 
 

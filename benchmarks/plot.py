@@ -14,7 +14,12 @@ except ImportError as e:  # an optional extra
 from . import harness as h
 
 _STYLE = {"forward": "-", "backward": "--"}
-_MARKER = {"cpu": "o", "cuda": "s", "numpy": "x", "torch-cpu": "^", "torch-cuda": "v"}
+_MARKER = {"cpu": "o", "cuda": "s"}  # the curve shows normkernels' own backends
+
+
+def _series(r: dict) -> tuple:
+    """What one line of the curve follows across sizes: (op, ndim, direction)."""
+    return r["op"], len(r["shape"]), r["direction"]
 
 
 def _label(r: dict) -> str:
@@ -29,13 +34,8 @@ def save(results: list[dict], copies: list[dict], path: str, title: str = "") ->
     if len(groups) > 20:  # a sweep: keep the largest size of each op
         biggest: dict[tuple, int] = {}
         for r in results:
-            key = (r["op"], len(r["shape"]), r["direction"])
-            biggest[key] = max(biggest.get(key, 0), r["model_bytes"])
-        keep = {
-            (r["case"], r["direction"])
-            for r in results
-            if r["model_bytes"] == biggest[r["op"], len(r["shape"]), r["direction"]]
-        }
+            biggest[_series(r)] = max(biggest.get(_series(r), 0), r["model_bytes"])
+        keep = {(r["case"], r["direction"]) for r in results if r["model_bytes"] == biggest[_series(r)]}
         groups = [g for g in groups if g in keep]
     backends = list(dict.fromkeys(r["backend"] for r in results))
     width = 0.8 / len(backends)
@@ -48,9 +48,7 @@ def save(results: list[dict], copies: list[dict], path: str, title: str = "") ->
                 xs.append(index[g] + (j - (len(backends) - 1) / 2) * width)
                 ys.append(r["gbps"])
         bars.bar(xs, ys, width, label=h.LABELS[backend])
-    labels = {}
-    for r in results:
-        labels[r["case"], r["direction"]] = _label(r)
+    labels = {(r["case"], r["direction"]): _label(r) for r in results}
     bars.set_xticks(range(len(groups)), [labels[g] for g in groups], fontsize=7, rotation=90)
     for device, style in (("cpu", ":"), ("gpu", "-.")):
         best = [c["gbps"] for c in copies if c["device"] == device]
@@ -62,21 +60,19 @@ def save(results: list[dict], copies: list[dict], path: str, title: str = "") ->
     bars.set_title("GB/s per case and backend")
 
     # Right: GB/s against bytes moved, normkernels and the copy, one line per op and direction.
-    for backend in [b for b in backends if b in ("cpu", "cuda")]:
-        for r0 in {(r["op"], len(r["shape"]), r["direction"]) for r in results if r["backend"] == backend}:
-            pts = sorted(
-                (r["model_bytes"], r["gbps"])
-                for r in results
-                if r["backend"] == backend and (r["op"], len(r["shape"]), r["direction"]) == r0
-            )
-            op, ndim, direction = r0
-            curve.plot(
-                [p[0] / 2**20 for p in pts],
-                [p[1] for p in pts],
-                _STYLE[direction],
-                marker=_MARKER[backend],
-                label=f"{backend} {op.replace('_norm', '')} {ndim}-D {direction}",
-            )
+    lines: dict[tuple, list] = {}
+    for r in results:
+        if r["backend"] in _MARKER:
+            lines.setdefault((r["backend"], *_series(r)), []).append((r["model_bytes"], r["gbps"]))
+    for (backend, op, ndim, direction), pts in lines.items():
+        pts.sort()
+        curve.plot(
+            [p[0] / 2**20 for p in pts],
+            [p[1] for p in pts],
+            _STYLE[direction],
+            marker=_MARKER[backend],
+            label=f"{backend} {op.replace('_norm', '')} {ndim}-D {direction}",
+        )
     for device in sorted({c["device"] for c in copies}):
         pts = sorted((2 * c["bytes"], c["gbps"]) for c in copies if c["device"] == device)
         curve.plot([p[0] / 2**20 for p in pts], [p[1] for p in pts], "k:", marker=".", label=f"{device} copy")

@@ -6,7 +6,6 @@ Groups are "<op> <direction>"; extra_info holds the minimum-bytes model and the 
 Inputs are already on their device and one untimed call comes first, so JIT compilation is never timed.
 """
 
-import numba
 import numpy as np
 import pytest
 
@@ -18,9 +17,7 @@ DTYPE = np.float32
 @pytest.fixture(scope="module", autouse=True)
 def _same_threads():
     """PyTorch gets Numba's thread count, as in python -m benchmarks."""
-    torch = h._torch()
-    if torch is not None:
-        torch.set_num_threads(numba.get_num_threads())
+    h.same_threads()
 
 
 @pytest.mark.parametrize("backend", h.BACKENDS)

@@ -190,45 +190,30 @@ CUDA_TINY = (
     Case("group_norm", (4, 6), num_groups=3, why="no spatial dims: one value per channel segment", tags=_TINY),
 )
 
+
+def _every_op(nchw: tuple, wide: tuple, why: str) -> tuple:
+    """The five benchmarked ops at one size: batch norm on (N, C, H, W) and on (N, D), layer norm over the
+    last dim of (N, D), instance norm, and group norm with 32 groups."""
+    return (
+        Case("batch_norm", nchw, why=why),
+        Case("batch_norm", wide, why=why),
+        Case("layer_norm", wide, normalized_ndim=1, why=why),
+        Case("instance_norm", nchw, why=why),
+        Case("group_norm", nchw, num_groups=32, why=why),
+    )
+
+
 # The reference shapes quoted in benchmarks and notes (float32).
-REFERENCE = (
-    Case("batch_norm", (32, 64, 56, 56), why="reference"),
-    Case("batch_norm", (4096, 1024), why="reference"),
-    Case("layer_norm", (4096, 1024), normalized_ndim=1, why="reference"),
-    Case("instance_norm", (32, 64, 56, 56), why="reference"),
-    Case("group_norm", (32, 64, 56, 56), num_groups=32, why="reference"),
-)
+REFERENCE = _every_op((32, 64, 56, 56), (4096, 1024), "reference")
 
 # Benchmark sizes (python -m benchmarks --sizes, the pytest-benchmark suite): the reference shapes, each
 # shrunk about 16x (small, cache-resident) and grown to 2**26 elements (large: 256 MB in float32, past any
 # last-level cache), and a sweep of every op from 2**14 to 2**26 elements for the GB/s-against-size curve.
-SMALL = (
-    Case("batch_norm", (8, 64, 28, 28), why="small"),
-    Case("batch_norm", (1024, 256), why="small"),
-    Case("layer_norm", (1024, 256), normalized_ndim=1, why="small"),
-    Case("instance_norm", (8, 64, 28, 28), why="small"),
-    Case("group_norm", (8, 64, 28, 28), num_groups=32, why="small"),
-)
-
-LARGE = (
-    Case("batch_norm", (64, 64, 128, 128), why="large"),
-    Case("batch_norm", (65536, 1024), why="large"),
-    Case("layer_norm", (65536, 1024), normalized_ndim=1, why="large"),
-    Case("instance_norm", (64, 64, 128, 128), why="large"),
-    Case("group_norm", (64, 64, 128, 128), num_groups=32, why="large"),
-)
-
+SMALL = _every_op((8, 64, 28, 28), (1024, 256), "small")
+LARGE = _every_op((64, 64, 128, 128), (65536, 1024), "large")
 _SWEEP_NCHW = ((1, 16), (4, 16), (4, 32), (16, 32), (16, 64), (64, 64), (64, 128))  # (N, H=W), C=64
 SWEEP = tuple(
-    case
-    for n, s in _SWEEP_NCHW
-    for case in (
-        Case("batch_norm", (n, 64, s, s), why="sweep"),
-        Case("batch_norm", (n * 64 * s * s // 1024, 1024), why="sweep"),
-        Case("layer_norm", (n * 64 * s * s // 1024, 1024), normalized_ndim=1, why="sweep"),
-        Case("instance_norm", (n, 64, s, s), why="sweep"),
-        Case("group_norm", (n, 64, s, s), num_groups=32, why="sweep"),
-    )
+    case for n, s in _SWEEP_NCHW for case in _every_op((n, 64, s, s), (n * 64 * s * s // 1024, 1024), "sweep")
 )
 
 SIZES = {"small": SMALL, "reference": REFERENCE, "large": LARGE, "sweep": SWEEP}
