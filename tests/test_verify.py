@@ -90,3 +90,15 @@ def test_large_inputs_use_directions_and_samples():
     assert report.passed and "directions" in fd.detail
     bad = _check(case, student_layer("layer_norm", "no_var_path", normalized_shape=(30,)))
     assert "dx vs finite differences" in [r.check for r in bad.failures]
+
+
+def test_read_only_inputs_are_checked_and_left_alone():
+    case = Case("group_norm", (2, 6, 2, 2), num_groups=3)
+    x, gamma, beta, dy = case.inputs(np.float64)
+    for a in (x, gamma, beta, dy):
+        a.setflags(write=False)
+    kept = [a.copy() for a in (x, gamma, beta, dy)]
+    report = verify.check(*case.layer(), norm=case.norm, x=x, gamma=gamma, beta=beta, dy=dy, **case.layout_kwargs)
+    assert report.passed, str(report)
+    for a, k in zip((x, gamma, beta, dy), kept, strict=True):
+        np.testing.assert_array_equal(a, k)

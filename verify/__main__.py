@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     state = _cuda_state()
+    if "cuda" in (args.backends or ()) and not state and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        parser.error("the cuda backend cannot run: numba-cuda (the cuda extra) is not installed")
     if args.backends is None:
         args.backends = ["cpu", "cuda"] if state == "hardware" else ["cpu"]
     simulate_elsewhere = "cuda" in args.backends and not state

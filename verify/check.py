@@ -229,7 +229,7 @@ def check(
     Finite differences: every element of inputs up to full_fd_limit elements, else `directions` random
     directional derivatives and `sampled` random elements (lower them for slow implementations).
     """
-    x = np.asarray(x)
+    x = np.array(x)  # private copies of every input: the checks restore them, never the caller's arrays
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"check: expected x of dtype float32 or float64, got {x.dtype}")
     lay = staged.layout(norm, x.shape, num_groups=num_groups, normalized_shape=normalized_shape)
@@ -239,16 +239,16 @@ def check(
     rng = np.random.default_rng([0x5EED, seed])
     report = Report(name or f"{norm} {x.dtype} {tuple(x.shape)}")
     if gamma is not None:
-        gamma = np.asarray(gamma, dtype=dtype)
+        gamma = np.array(gamma, dtype=dtype)
         if gamma.size > 1 and np.ptp(gamma) == 0:
             gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
             report.notes.append("gamma was constant: checked with a random gamma instead")
     if beta is not None:
-        beta = np.asarray(beta, dtype=dtype)
+        beta = np.array(beta, dtype=dtype)
     if dy is None:
         dy = rng.standard_normal(x.shape).astype(dtype)
     else:
-        dy = np.asarray(dy, dtype=dtype)
+        dy = np.array(dy, dtype=dtype)
         if dy.size > 1 and np.ptp(dy) == 0:
             report.notes.append("dy is constant: for batch norm dx is then zero and many bugs hide")
     tol = compare.kernel_tolerance(dtype)

@@ -13,9 +13,10 @@ class Tol(NamedTuple):
 
 
 # Kernel output against the float64 staged graph fed the same input values. float64 kernels differ from
-# the graph only by summation order (~K * 2**-53 on a row of K values). float32 kernels compute in float64
-# and round once on store, but their backward receives mean and rstd rounded to float32 (as the contract
-# returns them), which moves xhat by ~2**-24 * (|mean| * rstd + 1): a few float32 ulps on O(1) values.
+# the graph only by summation order (~K * 2**-53 on a row of K values). float32 kernels take their sums in
+# float64; some forward loops then compute y in float32 from coefficients rounded once (a few ulps on O(1)
+# values), and the backward receives mean and rstd rounded to float32 (as the contract returns them),
+# which moves xhat by ~2**-24 * (|mean| * rstd + 1): again a few float32 ulps on O(1) values.
 KERNEL = {
     np.dtype(np.float64): Tol(rtol=1e-10, atol=1e-12),
     np.dtype(np.float32): Tol(rtol=1e-5, atol=1e-5),

@@ -23,7 +23,8 @@ def numerical_gradient(
     f is called on copies of x in x's dtype (float64 for non-float x); x itself is never modified. The step
     divided by is the one actually taken after rounding to that dtype. Returns float64, x's shape.
     """
-    x = np.array(x, dtype=x.dtype if np.asarray(x).dtype.kind == "f" else np.float64)  # a private copy
+    xa = np.asarray(x)
+    x = np.array(xa, dtype=xa.dtype if xa.dtype.kind == "f" else np.float64)  # a private copy
     df = np.asarray(df, dtype=np.float64)
     h = default_step(x) if h is None else float(h)
     grad = np.empty(x.shape)

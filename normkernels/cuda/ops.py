@@ -125,7 +125,7 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     if has_running:
         d_rm, d_rv = io(running_mean), io(running_var)
     else:
-        d_rm = d_rv = cuda.device_array(0, dtype=np.float64)
+        d_rm = d_rv = cuda.device_array(0, dtype=x3.dtype)  # the kernel variant kernel_signatures names
     mean = cuda.device_array(C, dtype=x3.dtype)
     rstd = cuda.device_array(C, dtype=x3.dtype)
     scale = cuda.device_array(C, dtype=np.float64)
