@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from verify import compare
 from verify.cases import AFFINE, CASES
 
 DTYPES = (np.float32, np.float64)
@@ -18,3 +19,19 @@ def dtype(request):
 @pytest.fixture(params=AFFINE)
 def affine(request):
     return request.param
+
+
+def assert_matches_staged(case, dtype, affine="gamma_beta", backend="cpu"):
+    """Every output of the project's forward and backward against the float64 staged graph: NumPy arrays of
+    x's dtype and the contract's shapes, within the kernel tolerance; None for dgamma/dbeta without gamma."""
+    tol = compare.kernel_tolerance(dtype)
+    lay = case.layout
+    shapes = {"y": case.shape, "dx": case.shape, "mean": lay.stats_shape, "rstd": lay.stats_shape}
+    for name, (got, want) in case.against_staged(dtype, affine, backend=backend).items():
+        if want is None:  # no gamma: no dgamma, no dbeta
+            assert got is None, f"{name} should be None without gamma"
+            continue
+        assert isinstance(got, np.ndarray), f"{name}: NumPy in gives NumPy out"
+        expected_shape = shapes.get(name, lay.affine_shape)
+        assert got.dtype == dtype and got.shape == expected_shape, f"{name}: {got.dtype} {got.shape}"
+        compare.assert_close(got, want, tol, what=f"{case.id} {backend} {name}")

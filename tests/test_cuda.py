@@ -3,7 +3,7 @@ test_cuda_simulator.py), and the same plus real sizes on a GPU (the `gpu` marker
 
 import numpy as np
 import pytest
-from conftest import case_params
+from conftest import assert_matches_staged, case_params
 
 import normkernels as nk
 from verify import compare
@@ -23,13 +23,7 @@ gpu = pytest.mark.skipif(SIMULATOR, reason="real sizes need a real GPU")
 
 
 def _against_staged(case, dtype, affine):
-    tol = compare.kernel_tolerance(dtype)
-    for name, (got, want) in case.against_staged(dtype, affine, backend="cuda").items():
-        if want is None:
-            assert got is None, name
-            continue
-        assert isinstance(got, np.ndarray) and got.dtype == dtype, f"{name}: NumPy in gives NumPy out"
-        compare.assert_close(got, want, tol, what=f"{case.id} cuda {name}")
+    assert_matches_staged(case, dtype, affine, backend="cuda")
 
 
 @pytest.mark.parametrize("case", case_params(CUDA_TINY))

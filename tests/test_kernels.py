@@ -2,27 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import case_params
-
-from verify import compare
-
-
-def _expected_shape(case, name):
-    lay = case.layout
-    return {"y": case.shape, "dx": case.shape, "mean": lay.stats_shape, "rstd": lay.stats_shape}.get(
-        name, lay.affine_shape
-    )
+from conftest import assert_matches_staged, case_params
 
 
 @pytest.mark.parametrize("case", case_params())
 def test_kernel_matches_staged_graph(case, dtype, affine):
-    tol = compare.kernel_tolerance(dtype)
-    for name, (got, want) in case.against_staged(dtype, affine).items():
-        if want is None:  # no gamma: no dgamma, no dbeta
-            assert got is None, f"{name} should be None without gamma"
-            continue
-        assert got.dtype == dtype and got.shape == _expected_shape(case, name), f"{name}: {got.dtype} {got.shape}"
-        compare.assert_close(got, want, tol, what=f"{case.id} {name}")
+    assert_matches_staged(case, dtype, affine)
 
 
 @pytest.mark.parametrize("case", case_params())
