@@ -23,21 +23,6 @@ def _view(x: np.ndarray) -> tuple[np.ndarray, int]:
     return x.reshape(n, c, s), max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
-def _running(name: str, a, channels_: int, like, *, op: str):
-    """running_mean / running_var: a float array of shape (C,), updated in place; a GPU array with a GPU x."""
-    device = _device.is_device_array(like)
-    if device != _device.is_device_array(a) or not (device or isinstance(a, np.ndarray)):
-        kind = "a GPU array (like x)" if device else "a numpy.ndarray"
-        raise TypeError(f"{op}: expected {name} to be {kind}, got {type(a).__name__}")
-    if device:
-        a = _device.as_device(a)
-    if a.dtype.kind != "f" or a.shape != (channels_,):
-        raise ValueError(
-            f"{op}: expected {name} to be a float array of shape ({channels_},), got {a.dtype} of shape {a.shape}"
-        )
-    return a
-
-
 def batch_norm_forward(
     x: np.ndarray,
     gamma: np.ndarray | None = None,
@@ -64,19 +49,24 @@ def batch_norm_forward(
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     eps = _checks.eps(eps, op=op)
     momentum = _checks.real("momentum", momentum, op=op)
+    training = _checks.flag("training", training, op=op)
     c = x.shape[1]
     g, b = _checks.affine(gamma, beta, (c,), x, op=op)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
     if running_mean is not None:
-        running_mean = _running("running_mean", running_mean, c, x, op=op)
-        running_var = _running("running_var", running_var, c, x, op=op)
+        running_mean = _checks.running("running_mean", running_mean, c, x, op=op)
+        running_var = _checks.running("running_var", running_var, c, x, op=op)
     if not training and running_mean is None:
         raise ValueError(f"{op}: expected running_mean and running_var when training=False")
     x3, block = _view(x)
     count = x3.shape[0] * x3.shape[2]
-    if training and count <= 1:
+    if training and count == 1:
         raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {list(x.shape)}")
+    if training and count == 0:  # as PyTorch: an empty y, and the running statistics are left alone
+        device = _device.is_device_array(x)
+        nan = _device.full(c, math.nan, x.dtype, device=device)
+        return _device.empty(x.shape, x.dtype, device=device), nan, _device.full(c, math.nan, x.dtype, device=device)
     if backend == "cuda":
         from .cuda import ops
 
@@ -124,8 +114,15 @@ def batch_norm_backward(
     mean = _checks.like_input("mean", mean, (c,), x, op=op)
     rstd = _checks.like_input("rstd", rstd, (c,), x, op=op)
     g, _ = _checks.affine(gamma, None, (c,), x, op=op)
+    training = _checks.flag("training", training, op=op)
     x3, block = _view(x)
     dy3 = dy.reshape(x3.shape)
+    if x3.shape[0] * x3.shape[2] == 0:  # no values: dx is empty and every sum is 0, whatever mean and rstd hold
+        device = _device.is_device_array(x)
+        dx = _device.empty(x.shape, x.dtype, device=device)
+        if gamma is None:
+            return dx, None, None
+        return dx, _device.full(c, 0.0, x.dtype, device=device), _device.full(c, 0.0, x.dtype, device=device)
     if backend == "cuda":
         from .cuda import ops
 

@@ -33,11 +33,16 @@ def backend(value: str) -> str:
 def input_array(x, *, min_ndim: int, op: str, backend: str = "cpu"):
     """x as a C-contiguous float32/float64 array: NumPy (a copy only when not contiguous already), or, for
     backend "cuda", a device array as it is (anything with __cuda_array_interface__, viewed without a copy)."""
-    if backend == "cuda" and _device.is_device_array(x):
+    if _device.is_device_array(x):
+        if backend != "cuda":
+            raise TypeError(f'{op}: x is a GPU array ({type(x).__name__}): pass backend="cuda", or a numpy.ndarray')
         x = _device.as_device(x)
         _dtype_and_ndim(x, min_ndim, op)
         if not x.is_c_contiguous():
-            raise ValueError(f"{op}: expected a C-contiguous device array for x, got strides {x.strides}")
+            raise ValueError(
+                f"{op}: expected a C-contiguous device array for x, got strides {x.strides}; "
+                "make a contiguous copy first (e.g. cupy.ascontiguousarray)"
+            )
         return x
     if not isinstance(x, np.ndarray):
         raise TypeError(
@@ -55,27 +60,34 @@ def _dtype_and_ndim(x, min_ndim: int, op: str) -> None:
         raise ValueError(f"{op}: expected x with at least {min_ndim} dimensions, got shape {x.shape}")
 
 
-def like_input(name: str, a, shape: tuple, like, *, op: str):
-    """A companion array (gamma, beta, dy, mean, rstd) of x, flattened: checked for shape; on the host
-    converted to x's dtype; with a device x, a device array of x's dtype itself (no transfer)."""
+def companion(name: str, a, like, *, op: str):
+    """The rule for every array that comes with x (gamma, beta, dy, mean, rstd, running statistics): a
+    floating-point numpy.ndarray with a NumPy x; a GPU array (adopted without a copy) with a GPU x."""
     if _device.is_device_array(like):
         if not _device.is_device_array(a):
             raise TypeError(f"{op}: x is a GPU array, so {name} must be one too, got {type(a).__name__}")
         a = _device.as_device(a)
-        if a.dtype != like.dtype:
-            raise TypeError(f"{op}: expected {name} to have x's dtype {like.dtype}, got {a.dtype}")
-        if a.shape != tuple(shape):
-            raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {a.shape}")
-        if not a.is_c_contiguous():
-            raise ValueError(f"{op}: expected a C-contiguous device array for {name}")
-        return a.reshape(a.size)
-    if not isinstance(a, np.ndarray):
+    elif not isinstance(a, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype.kind != "f":
         raise TypeError(f"{op}: expected {name} to have a floating-point dtype, got {a.dtype}")
+    return a
+
+
+def like_input(name: str, a, shape: tuple, like, *, op: str):
+    """A companion array (gamma, beta, dy, mean, rstd) of x, flattened and checked for shape. On the host it
+    is converted to x's dtype (any float dtype is accepted); with a GPU x it must have x's dtype already and
+    be C-contiguous (a device array is used in place, never converted)."""
+    a = companion(name, a, like, op=op)
     if a.shape != tuple(shape):
         raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {a.shape}")
-    return np.ascontiguousarray(a, dtype=like.dtype).reshape(-1)
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a, dtype=like.dtype).reshape(-1)
+    if a.dtype != like.dtype:
+        raise TypeError(f"{op}: expected {name} to have x's dtype {like.dtype}, got {a.dtype}")
+    if not a.is_c_contiguous():
+        raise ValueError(f"{op}: expected a C-contiguous device array for {name}, got strides {a.strides}")
+    return a.reshape(a.size)
 
 
 def affine(gamma, beta, shape: tuple, like, *, op: str):
@@ -84,6 +96,32 @@ def affine(gamma, beta, shape: tuple, like, *, op: str):
     g = _device.empty(0, like.dtype, device=device) if gamma is None else like_input("gamma", gamma, shape, like, op=op)
     b = _device.empty(0, like.dtype, device=device) if beta is None else like_input("beta", beta, shape, like, op=op)
     return g, b
+
+
+def running(name: str, a, channels: int, like, *, op: str):
+    """running_mean / running_var: a float array of shape (C,) that the forward updates in place, so it is
+    used as given (never a converted copy) and must be writable."""
+    a = companion(name, a, like, op=op)
+    if a.shape != (channels,):
+        raise ValueError(f"{op}: expected {name} of shape ({channels},), got {a.shape}")
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        raise ValueError(f"{op}: expected {name} to be writable (it is updated in place), got a read-only array")
+    return a
+
+
+def stats_ndim(name: str, a, like, allowed, *, op: str) -> int:
+    """The ndim of a backward's mean or rstd, from which the backward infers its layout."""
+    a = companion(name, a, like, op=op)
+    if a.ndim not in allowed:
+        raise ValueError(f"{op}: expected {name} with ndim in {list(allowed)}, got shape {a.shape}")
+    return a.ndim
+
+
+def flag(name: str, value, *, op: str) -> bool:
+    """A bool (Python or NumPy); anything else, a truthy string included, is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: expected {name} to be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _is_int(value) -> bool:
@@ -120,7 +158,9 @@ def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
 
 
 def num_groups(value, channels: int, *, op: str) -> int:
-    if not _is_int(value) or value < 1:
+    if not _is_int(value):
+        raise TypeError(f"{op}: expected num_groups to be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
         raise ValueError(f"{op}: expected num_groups to be a positive int, got {value!r}")
     if channels % value:
         raise ValueError(
@@ -129,13 +169,3 @@ def num_groups(value, channels: int, *, op: str) -> int:
         )
     return int(value)
 
-
-def stats_ndim(name: str, a, allowed, *, op: str) -> int:
-    """The ndim of a backward's mean or rstd, from which the backward infers its layout."""
-    if _device.is_device_array(a):
-        a = _device.as_device(a)
-    elif not isinstance(a, np.ndarray):
-        raise TypeError(f"{op}: expected {name} to be a numpy.ndarray, got {type(a).__name__}")
-    if a.ndim not in allowed:
-        raise ValueError(f"{op}: expected {name} with ndim in {list(allowed)}, got shape {a.shape}")
-    return a.ndim

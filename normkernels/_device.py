@@ -17,11 +17,23 @@ def as_device(a):
     return cuda.as_cuda_array(a)
 
 
-def empty(n: int, dtype, *, device: bool):
+def empty(shape, dtype, *, device: bool):
     import numpy as np
 
     if not device:
-        return np.empty(n, dtype=dtype)
+        return np.empty(shape, dtype=dtype)
     from numba import cuda
 
-    return cuda.device_array(n, dtype=dtype)
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def full(n: int, value: float, dtype, *, device: bool):
+    """A (n,) array of value: NumPy, or a device array copied from one."""
+    import numpy as np
+
+    a = np.full(n, value, dtype=dtype)
+    if not device:
+        return a
+    from numba import cuda
+
+    return cuda.to_device(a)

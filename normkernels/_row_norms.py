@@ -130,7 +130,7 @@ def layer_norm_backward(
     op = "layer_norm_backward"
     backend = _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
-    lead = _checks.stats_ndim("mean", mean, range(x.ndim), op=op)
+    lead = _checks.stats_ndim("mean", mean, x, range(x.ndim), op=op)
     view = _layer_norm_view(x.shape, x.shape[lead:])
     return _backward(op, dy, x, gamma, mean, rstd, view, backend)
 
@@ -147,6 +147,8 @@ def instance_norm_forward(
     op = "instance_norm_forward"
     backend = _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
+    if math.prod(x.shape[2:]) == 1:  # its variance would be 0 and y = beta, whatever x holds
+        raise ValueError(f"{op}: Expected more than 1 spatial element when training, got input size {list(x.shape)}")
     return _forward(op, x, _group_norm_view(x.shape, x.shape[1]), gamma, beta, eps, backend)
 
 
@@ -187,6 +189,11 @@ def group_norm_backward(
     op = "group_norm_backward"
     backend = _checks.backend(backend)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
-    _checks.stats_ndim("mean", mean, (2,), op=op)
-    groups = _checks.num_groups(mean.shape[1], x.shape[1], op=op)
+    _checks.stats_ndim("mean", mean, x, (2,), op=op)
+    groups = mean.shape[1]  # mean is (N, G)
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(
+            f"{op}: expected mean of shape (N, num_groups) with num_groups dividing the {x.shape[1]} channels of x, "
+            f"got {mean.shape}"
+        )
     return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), backend)

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,35 @@ DTYPES = (np.float32, np.float64)
 
 def case_params(cases=CASES):
     return [pytest.param(c, id=c.id) for c in cases]
+
+
+# The cuda half of a test parametrized over backends runs where a GPU is, or in the second process that
+# test_cuda_simulator.py starts with NUMBA_ENABLE_CUDASIM=1; in that process the cpu half is left out (the
+# main run has it).
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _cuda_available() -> bool:
+    try:
+        from normkernels import cuda
+    except ImportError:
+        return False
+    return cuda.available()
+
+
+_CPU = pytest.mark.skipif(SIMULATOR, reason="the simulator process runs only the cuda cases")
+_CUDA = pytest.mark.skipif(
+    not _cuda_available(), reason="no GPU: test_cuda_simulator.py runs the cuda cases in Numba's CUDA simulator"
+)
+BACKENDS = [pytest.param("cpu", marks=_CPU), pytest.param("cuda", marks=_CUDA)]
+
+
+def backend_case_params(cpu_cases, cuda_cases):
+    """(backend, case) pairs: the cpu ones with cpu_cases, the cuda ones with cuda_cases (tiny shapes for
+    the simulator)."""
+    return [pytest.param("cpu", c, id=f"cpu-{c.id}", marks=_CPU) for c in cpu_cases] + [
+        pytest.param("cuda", c, id=f"cuda-{c.id}", marks=_CUDA) for c in cuda_cases
+    ]
 
 
 @pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)

@@ -89,12 +89,61 @@ def test_running_statistics_and_eval_mode(shape):
         compare.assert_close(got, want, tol, what="eval mode")
 
 
-def test_device_x_needs_device_companions():
-    x = cuda.to_device(np.ones((4, 3)))
-    with pytest.raises(TypeError, match="gamma must be one too"):
-        nk.batch_norm_forward(x, np.ones(3), backend="cuda")
-    with pytest.raises(TypeError, match="x's dtype"):
-        nk.layer_norm_forward(x, 3, cuda.to_device(np.ones(3, np.float32)), backend="cuda")
+def _dev(*shape, dtype=np.float64, fill=1.0):
+    return cuda.to_device(np.full(shape, fill, dtype))
+
+
+DEVICE_ERRORS = [
+    (
+        "x not C-contiguous",
+        ValueError,
+        "expected a C-contiguous device array for x",
+        lambda: nk.layer_norm_forward(_dev(4, 6)[:, ::2], 3, backend="cuda"),
+    ),
+    (
+        "GPU x, backend cpu",
+        TypeError,
+        'x is a GPU array .*: pass backend="cuda"',
+        lambda: nk.layer_norm_forward(_dev(4, 6), 6),
+    ),
+    (
+        "GPU x, NumPy gamma",
+        TypeError,
+        "gamma must be one too",
+        lambda: nk.batch_norm_forward(_dev(4, 6), np.ones(6), backend="cuda"),
+    ),
+    (
+        "GPU x, gamma of another dtype",
+        TypeError,
+        "expected gamma to have x's dtype float64, got float32",
+        lambda: nk.layer_norm_forward(_dev(4, 6), 6, _dev(6, dtype=np.float32), backend="cuda"),
+    ),
+    (
+        "GPU x, NumPy running_mean",
+        TypeError,
+        "running_mean must be one too",
+        lambda: nk.batch_norm_forward(_dev(4, 6), running_mean=np.zeros(6), running_var=np.ones(6), backend="cuda"),
+    ),
+    (
+        "NumPy x, GPU running_mean",
+        TypeError,
+        "expected running_mean to be a numpy.ndarray",
+        lambda: nk.batch_norm_forward(np.ones((4, 6)), running_mean=_dev(6), running_var=np.ones(6), backend="cuda"),
+    ),
+    (
+        "GPU x, NumPy mean",
+        TypeError,
+        "mean must be one too",
+        lambda: nk.layer_norm_backward(_dev(4, 6), _dev(4, 6), None, np.zeros(4), np.ones(4), backend="cuda"),
+    ),
+]
+
+
+@pytest.mark.parametrize("what, error, message, call", DEVICE_ERRORS, ids=[e[0] for e in DEVICE_ERRORS])
+def test_device_arrays_get_clear_errors(what, error, message, call):
+    """The GPU-array rules: a GPU x takes GPU companions of its dtype, C-contiguous, and backend="cuda"."""
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_empty_inputs_match_the_cpu():

@@ -102,7 +102,7 @@ def layout(
         return Layout(norm, x_shape, x_shape, tuple(range(2, nd)), (c,), channel, (n, c))
     if norm == "group_norm":
         g = num_groups
-        return Layout(norm, x_shape, (n, g, math.prod(x_shape) // (n * g)), (2,), (c,), channel, (n, g))
+        return Layout(norm, x_shape, (n, g, (c // g) * math.prod(x_shape[2:])), (2,), (c,), channel, (n, g))
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
