@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _checks, _device
 from .cpu import channels
+from .cpu._jit import launch_guard
 
 # Samples per statistics block: a block's slice of one channel holds about _BLOCK_ELEMENTS values, or for
 # (N, D) input its rows about _WIDE_BLOCK_ELEMENTS, so the second pass of the two-pass variance reads it from
@@ -75,7 +76,8 @@ def batch_norm_forward(
     if training:
         mean = np.empty(c)
         var = np.empty(c)
-        channels.channels_stats(x3, block, mean, var)
+        with launch_guard():
+            channels.channels_stats(x3, block, mean, var)
         if running_mean is not None:
             running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
             running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (count / (count - 1)))
@@ -86,7 +88,8 @@ def batch_norm_forward(
     scale = rstd * g if g.size else rstd
     shift = b.astype(np.float64) if b.size else np.zeros(c)
     y = np.empty_like(x3)
-    channels.channels_normalize(x3, mean, scale, shift, y)
+    with launch_guard():
+        channels.channels_normalize(x3, mean, scale, shift, y)
     return y.reshape(x.shape), mean.astype(x.dtype), rstd.astype(x.dtype)
 
 
@@ -142,7 +145,8 @@ def _cpu_backward(dy3, x3, g, mean, rstd, training, block):
     dbeta = np.zeros(c)
     dyxmu = np.zeros(c)  # sum(dy * (x - mean)); dgamma = dyxmu * rstd; not needed in eval without gamma
     if training or g.size:
-        channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
+        with launch_guard():
+            channels.channels_backward_sums(dy3, x3, mean, block, dbeta, dyxmu)
     dgamma = dyxmu * rstd
     if training:  # the variance path and the mean path
         count = x3.shape[0] * x3.shape[2]
@@ -151,5 +155,6 @@ def _cpu_backward(dy3, x3, g, mean, rstd, training, block):
     else:
         q = r = np.zeros(c)
     dx = np.empty_like(x3)
-    channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
+    with launch_guard():
+        channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
     return dx, dgamma.astype(x3.dtype), dbeta.astype(x3.dtype)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _checks
 from .cpu import _loops, rows
+from .cpu._jit import launch_guard
 
 # Each backward block adds its rows into one (A,) float64 partial per affine output; at most this many
 # partial elements in all, so the memory stays bounded for very wide layer norms.
@@ -57,7 +58,8 @@ def _forward(op, x, view: _RowView, gamma, beta, eps, backend):
         y = np.empty_like(x2)
         mean = np.empty(view.rows)
         rstd = np.empty(view.rows)
-        rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
+        with launch_guard():
+            rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
         mean, rstd = mean.astype(x.dtype), rstd.astype(x.dtype)
     return y.reshape(x.shape), mean.reshape(view.stats_shape), rstd.reshape(view.stats_shape)
 
@@ -89,7 +91,8 @@ def _cpu_rows_backward(dy2, x2, g, mean, rstd, view: _RowView):
     dgamma_part = np.zeros((blocks, width))
     dbeta_part = np.zeros((blocks, width))
     dx = np.empty_like(x2)
-    rows.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part)
+    with launch_guard():
+        rows.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part)
     sums = []
     for part in (dgamma_part, dbeta_part):
         total = np.empty(width)
