@@ -168,4 +168,3 @@ def num_groups(value, channels: int, *, op: str) -> int:
             f"but got input of shape {channels} channels and num_groups={value}"
         )
     return int(value)
-
