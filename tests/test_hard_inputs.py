@@ -66,10 +66,12 @@ def test_constant_groups_give_beta_and_finite_gradients(backend, case, dtype, af
         compare.assert_close(dbeta, ref[5], tol, what=f"{case.id} dbeta")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 @pytest.mark.parametrize("backend, case", ON_BOTH)
-def test_nan_stays_in_its_statistics_group(backend, case):
+def test_nan_or_inf_stays_in_its_statistics_group(backend, case, bad):
+    """One NaN or inf makes its own group's outputs NaN (inf - inf) and leaves every other group finite."""
     x, gamma, beta, dy = case.inputs(np.float64)
-    x.reshape(-1)[0] = np.nan  # element 0 is in the first statistics group
+    x.reshape(-1)[0] = bad  # element 0 is in the first statistics group
     y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
     dx, _, _ = case.backward(dy, x, gamma, mean, rstd, backend=backend)
     lay = case.layout
@@ -79,8 +81,8 @@ def test_nan_stays_in_its_statistics_group(backend, case):
     touched[first] = True
     touched = touched.reshape(case.shape)
     for name, out in (("y", y), ("dx", dx)):
-        assert np.isnan(out[touched]).all(), f"{name}: the NaN's own group should be NaN"
-        assert np.isfinite(out[~touched]).all(), f"{name}: NaN leaked out of its group"
+        assert np.isnan(out[touched]).all(), f"{name}: the {bad}'s own group should be NaN"
+        assert np.isfinite(out[~touched]).all(), f"{name}: {bad} leaked out of its group"
 
 
 @pytest.mark.parametrize("backend, case", ON_BOTH)
