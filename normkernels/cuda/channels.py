@@ -98,10 +98,25 @@ def stats_spatial(x, chunk, mean_part, m2_part):
 
 @cuda.jit(cache=True)
 def channels_merge(
-    mean_part, m2_part, chunk, total, eps, gamma, beta, momentum, running_mean, running_var, mean, rstd, scale, shift
+    mean_part,
+    m2_part,
+    chunk,
+    total,
+    eps,
+    gamma,
+    beta,
+    momentum,
+    running_mean,
+    running_var,
+    mean,
+    rstd,
+    center,
+    scale,
+    shift,
 ):
     """One thread per channel: merge the B chunk partials in order (Chan), then per channel
-    mean, rstd (x's dtype) and scale = rstd * gamma, shift = beta (float64) for the normalize kernel.
+    mean, rstd (x's dtype) and, for the normalize kernel, center = mean, scale = rstd * gamma and
+    shift = beta (float64: a float32 mean would move y by up to half an ulp of the mean, 5e-4 at 1e4).
     running_mean/running_var: (C,) updated in place, or (0,) for none."""
     B, C = mean_part.shape
     c = cuda.grid(1)
@@ -123,28 +138,31 @@ def channels_merge(
         rs = 1.0 / math.sqrt(var + eps)
         mean[c] = m
         rstd[c] = rs
+        center[c] = m
         scale[c] = rs * gamma[c] if gamma.size > 0 else rs
         shift[c] = beta[c] if beta.size > 0 else 0.0
 
 
 @cuda.jit(cache=True)
-def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale, shift):
+def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, center, scale, shift):
     """Eval mode: the running statistics are the statistics. One thread per channel."""
     c = cuda.grid(1)
     if c < running_mean.size:
         rs = 1.0 / math.sqrt(float64(running_var[c]) + eps)
         mean[c] = running_mean[c]
         rstd[c] = rs
+        center[c] = running_mean[c]
         scale[c] = rs * gamma[c] if gamma.size > 0 else rs
         shift[c] = beta[c] if beta.size > 0 else 0.0
 
 
 @cuda.jit(cache=True)
-def channels_normalize(x, mean, scale, shift, S, C, y):
-    """y = (x - mean[c]) * scale[c] + shift[c] over flat x, y; c = (i // S) % C. Grid-stride, coalesced."""
+def channels_normalize(x, center, scale, shift, S, C, y):
+    """y = (x - center[c]) * scale[c] + shift[c] over flat x, y; c = (i // S) % C; center, scale, shift
+    float64. Grid-stride, coalesced."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         c = (i // S) % C
-        y[i] = (float64(x[i]) - float64(mean[c])) * scale[c] + shift[c]
+        y[i] = (float64(x[i]) - center[c]) * scale[c] + shift[c]
 
 
 @cuda.jit(cache=True)

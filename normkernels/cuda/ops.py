@@ -128,8 +128,7 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
         d_rm = d_rv = cuda.device_array(0, dtype=x3.dtype)  # the kernel variant kernel_signatures names
     mean = cuda.device_array(C, dtype=x3.dtype)
     rstd = cuda.device_array(C, dtype=x3.dtype)
-    scale = cuda.device_array(C, dtype=np.float64)
-    shift = cuda.device_array(C, dtype=np.float64)
+    center, scale, shift = (cuda.device_array(C, dtype=np.float64) for _ in range(3))
     if training and C:
         chunk, chunks, grid = channel_launch(N, C, S)
         mean_part = cuda.device_array((chunks, C), dtype=np.float64)
@@ -139,14 +138,14 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
         else:
             channels.stats_spatial[grid, BLOCK](d_x, chunk, mean_part, m2_part)
         channels.channels_merge[_blocks(C), BLOCK](
-            mean_part, m2_part, chunk, N * S, eps, d_g, d_b, momentum, d_rm, d_rv, mean, rstd, scale, shift
+            mean_part, m2_part, chunk, N * S, eps, d_g, d_b, momentum, d_rm, d_rv, mean, rstd, center, scale, shift
         )
     elif C:
-        channels.channels_eval[_blocks(C), BLOCK](d_rm, d_rv, eps, d_g, d_b, mean, rstd, scale, shift)
+        channels.channels_eval[_blocks(C), BLOCK](d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift)
     y = cuda.device_array(N * C * S, dtype=x3.dtype)
     if y.size:
         blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
-        channels.channels_normalize[blocks, BLOCK](d_x.reshape(N * C * S), mean, scale, shift, S, C, y)
+        channels.channels_normalize[blocks, BLOCK](d_x.reshape(N * C * S), center, scale, shift, S, C, y)
     if has_running and io.host and training:
         running_mean[...] = d_rm.copy_to_host()
         running_var[...] = d_rv.copy_to_host()
