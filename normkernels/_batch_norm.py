@@ -46,28 +46,21 @@ def batch_norm_forward(
     rstd = 1 / sqrt(running_var + eps).
     """
     op = "batch_norm_forward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     eps = _checks.eps(eps, op=op)
     momentum = _checks.real("momentum", momentum, op=op)
     training = _checks.flag("training", training, op=op)
     c = x.shape[1]
     g, b = _checks.affine(gamma, beta, (c,), x, op=op)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
-    if running_mean is not None:
-        running_mean = _checks.running("running_mean", running_mean, c, x, op=op)
-        running_var = _checks.running("running_var", running_var, c, x, op=op)
-    if not training and running_mean is None:
-        raise ValueError(f"{op}: expected running_mean and running_var when training=False")
+    running_mean, running_var = _checks.running_pair(running_mean, running_var, c, x, training, op=op)
     x3, block = _view(x)
     count = x3.shape[0] * x3.shape[2]
-    if training and count == 1:
-        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {list(x.shape)}")
+    _checks.values_per_channel(count, x.shape, training, op=op)
     if training and count == 0:  # as PyTorch: an empty y, and the running statistics are left alone
         device = _device.is_device_array(x)
-        nan = _device.full(c, math.nan, x.dtype, device=device)
-        return _device.empty(x.shape, x.dtype, device=device), nan, _device.full(c, math.nan, x.dtype, device=device)
+        mean, rstd = (_device.full(c, math.nan, x.dtype, device=device) for _ in range(2))
+        return _device.empty(x.shape, x.dtype, device=device), mean, rstd
     if backend == "cuda":
         from .cuda import ops
 
@@ -110,7 +103,7 @@ def batch_norm_backward(
     ``training=False`` mean and rstd are constants (the running statistics) and dx = dy * gamma * rstd.
     """
     op = "batch_norm_backward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     c = x.shape[1]
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)

@@ -13,9 +13,9 @@ BACKENDS = ("cpu", "cuda")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def backend(value: str) -> str:
+def backend(value: str, *, op: str) -> str:
     if value not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {value!r}")
     if value == "cuda":
         try:
             from . import cuda
@@ -132,9 +132,14 @@ def real(name: str, value, *, op: str, low: float = -math.inf, high: float = mat
     """A finite real number in [low, high] (bools are not numbers here)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{op}: expected {name} to be a real number, got {type(value).__name__}")
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{op}: expected {name} to be a finite number in [{low}, {high}], got {value!r}")
-    return float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float64
+        v = math.inf
+    if not (math.isfinite(v) and low <= v <= high):
+        where = f" in [{low}, {high}]" if (low, high) != (-math.inf, math.inf) else ""
+        raise ValueError(f"{op}: expected {name} to be a finite number{where}, got {value!r}")
+    return v
 
 
 def eps(value, *, op: str) -> float:
@@ -144,10 +149,12 @@ def eps(value, *, op: str) -> float:
 def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
     if _is_int(value):
         shape = (value,)
-    elif isinstance(value, (tuple, list)) and value and all(_is_int(d) for d in value):
+    elif isinstance(value, (tuple, list)) and all(_is_int(d) for d in value):
         shape = tuple(value)
     else:
-        raise TypeError(f"{op}: expected normalized_shape to be an int or a non-empty tuple of ints, got {value!r}")
+        raise TypeError(f"{op}: expected normalized_shape to be an int or a tuple of ints, got {value!r}")
+    if not shape:
+        raise ValueError(f"{op}: expected normalized_shape to be at least 1-dimensional, got {value!r}")
     shape = tuple(int(d) for d in shape)
     if len(shape) > len(x_shape) or tuple(x_shape[len(x_shape) - len(shape) :]) != shape:
         raise ValueError(
@@ -157,14 +164,51 @@ def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
     return shape
 
 
-def num_groups(value, channels: int, *, op: str) -> int:
+def num_groups(value, x_shape: tuple, *, op: str) -> int:
+    """num_groups of group norm: a positive int dividing C = x_shape[1]."""
     if not _is_int(value):
         raise TypeError(f"{op}: expected num_groups to be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{op}: expected num_groups to be a positive int, got {value!r}")
-    if channels % value:
+    if x_shape[1] % value or value > max(1, x_shape[1]):  # C = 0 takes one group, not any number
         raise ValueError(
             f"{op}: Expected number of channels in input to be divisible by num_groups, "
-            f"but got input of shape {channels} channels and num_groups={value}"
+            f"but got input of shape {list(x_shape)} and num_groups={value}"
         )
     return int(value)
+
+
+def groups_from_stats(mean_shape: tuple, x_shape: tuple, *, op: str) -> int:
+    """group_norm_backward's group count, mean.shape[1] of an (N, G) mean: it must divide C."""
+    groups = mean_shape[1]
+    if groups < 1 or x_shape[1] % groups:
+        raise ValueError(
+            f"{op}: expected mean of shape (N, num_groups) with num_groups dividing the {x_shape[1]} channels of x, "
+            f"got {mean_shape}"
+        )
+    return groups
+
+
+def values_per_channel(count: int, x_shape: tuple, training: bool, *, op: str) -> None:
+    """Batch norm: training needs more than one value per channel (none at all is an empty batch)."""
+    if training and count == 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got input size {list(x_shape)}")
+
+
+def spatial_elements(x_shape: tuple, *, op: str) -> None:
+    """Instance norm: one spatial element has variance 0 and y = beta, whatever x holds."""
+    if math.prod(x_shape[2:]) == 1:
+        raise ValueError(f"{op}: Expected more than 1 spatial element when training, got input size {list(x_shape)}")
+
+
+def running_pair(running_mean, running_var, channels: int, like, training: bool, *, op: str):
+    """running_mean and running_var: both or neither; both needed in eval mode."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
+    if running_mean is None:
+        if not training:
+            raise ValueError(f"{op}: expected running_mean and running_var when training=False")
+        return None, None
+    return running("running_mean", running_mean, channels, like, op=op), running(
+        "running_var", running_var, channels, like, op=op
+    )

@@ -116,7 +116,7 @@ def layer_norm_forward(
     Returns y (x.shape), mean and rstd (lead), rstd = 1 / sqrt(biased var + eps).
     """
     op = "layer_norm_forward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     normalized = _checks.normalized_shape(normalized_shape, x.shape, op=op)
     return _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, beta, eps, backend)
@@ -131,7 +131,7 @@ def layer_norm_backward(
     Returns dx (x.shape), dgamma and dbeta (normalized; None when gamma is None).
     """
     op = "layer_norm_backward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     lead = _checks.stats_ndim("mean", mean, x, range(x.ndim), op=op)
     view = _layer_norm_view(x.shape, x.shape[lead:])
@@ -148,10 +148,9 @@ def instance_norm_forward(
 ):
     """InstanceNorm: x (N, C, *spatial); gamma, beta (C,) or None. Returns y, mean and rstd (N, C)."""
     op = "instance_norm_forward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
-    if math.prod(x.shape[2:]) == 1:  # its variance would be 0 and y = beta, whatever x holds
-        raise ValueError(f"{op}: Expected more than 1 spatial element when training, got input size {list(x.shape)}")
+    _checks.spatial_elements(x.shape, op=op)
     return _forward(op, x, _group_norm_view(x.shape, x.shape[1]), gamma, beta, eps, backend)
 
 
@@ -160,7 +159,7 @@ def instance_norm_backward(
 ):
     """Gradients of instance_norm_forward. Returns dx (N, C, *spatial), dgamma and dbeta (C,) or None."""
     op = "instance_norm_backward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
     return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, x.shape[1]), backend)
 
@@ -179,9 +178,9 @@ def group_norm_forward(
     gamma, beta: (C,) or None. Returns y, mean and rstd (N, num_groups).
     """
     op = "group_norm_forward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
-    groups = _checks.num_groups(num_groups, x.shape[1], op=op)
+    groups = _checks.num_groups(num_groups, x.shape, op=op)
     return _forward(op, x, _group_norm_view(x.shape, groups), gamma, beta, eps, backend)
 
 
@@ -190,13 +189,8 @@ def group_norm_backward(
 ):
     """Gradients of group_norm_forward; the group count is mean.shape[1]. Returns dx, dgamma, dbeta (C,)."""
     op = "group_norm_backward"
-    backend = _checks.backend(backend)
+    backend = _checks.backend(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     _checks.stats_ndim("mean", mean, x, (2,), op=op)
-    groups = mean.shape[1]  # mean is (N, G)
-    if groups < 1 or x.shape[1] % groups:
-        raise ValueError(
-            f"{op}: expected mean of shape (N, num_groups) with num_groups dividing the {x.shape[1]} channels of x, "
-            f"got {mean.shape}"
-        )
+    groups = _checks.groups_from_stats(mean.shape, x.shape, op=op)
     return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), backend)

@@ -80,6 +80,19 @@ BAD = [
         r"Given normalized_shape=\[6\], expected input with shape \[\*, 6\]",
         lambda b: nk.layer_norm_forward(X, 6, backend=b),
     ),
+    ("normalized_shape ()", ValueError, "at least 1-dimensional", lambda b: nk.layer_norm_forward(X, (), backend=b)),
+    (
+        "eps 10**400",
+        ValueError,
+        "eps to be a finite number",
+        lambda b: nk.layer_norm_forward(X, 3, eps=10**400, backend=b),
+    ),
+    (
+        "num_groups 10**30 with no channels",
+        ValueError,
+        "divisible by num_groups",
+        lambda b: nk.group_norm_forward(np.ones((2, 0, 3)), 10**30, backend=b),
+    ),
     ("normalized_shape 3.0", TypeError, "normalized_shape", lambda b: nk.layer_norm_forward(X, 3.0, backend=b)),
     ("eps negative", ValueError, "eps", lambda b: nk.layer_norm_forward(X, 3, eps=-1.0, backend=b)),
     ("eps NaN", ValueError, "eps", lambda b: nk.layer_norm_forward(X, 3, eps=float("nan"), backend=b)),
@@ -189,6 +202,21 @@ BAD = [
 def test_bad_input_gets_a_clear_error(what, error, message, call, backend):
     with pytest.raises(error, match=message):
         call(backend)
+
+
+def test_numpy_scalars_and_sequences_are_accepted():
+    """np.int64 counts, np.float32 eps and momentum, np.bool_ training and tuples of np.int64 are numbers too."""
+    x = np.random.default_rng(0).standard_normal((4, 6, 3))
+    want = nk.group_norm_forward(x, 3, eps=float(np.float32(1e-3)))  # the same eps, as a float
+    for got, ref in zip(nk.group_norm_forward(x, np.int64(3), eps=np.float32(1e-3)), want, strict=True):
+        np.testing.assert_array_equal(got, ref)
+    for got, ref in zip(
+        nk.layer_norm_forward(x, (np.int64(6), np.int64(3))), nk.layer_norm_forward(x, (6, 3)), strict=True
+    ):
+        np.testing.assert_array_equal(got, ref)
+    rm, rv = np.zeros(6), np.ones(6)
+    nk.batch_norm_forward(x, training=np.bool_(True), running_mean=rm, running_var=rv, momentum=np.float32(0.5))
+    assert np.all(rm != 0) and np.all(rv != 1)
 
 
 def test_cuda_backend_without_a_gpu_says_what_is_missing():
