@@ -5,19 +5,19 @@ import numpy as np
 import pytest
 from conftest import BACKENDS, SIMULATOR, backend_case_params
 
-from verify import compare, staged
+from verify import compare
 from verify.cases import CASES, CUDA_TINY, Case
 
 SMALL = [c for c in CASES if "small" in c.tags]
+NAMES = ("y", "mean", "rstd", "dx", "dgamma", "dbeta")
 ON_BOTH = backend_case_params(SMALL, CUDA_TINY)
 
 
-def _staged(case, x, gamma, beta, dy):
-    """The float64 staged graph's (y, mean, rstd, dx, dgamma, dbeta) for these exact input values."""
-    as64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta, dy)]
-    y, cache = case.staged_forward(*as64[:3])
-    grads = staged.backward(as64[3], cache)
-    return y, cache["mean"], cache["rstd"], grads["dx"], grads["dgamma"], grads["dbeta"]
+def _staged(case, x, gamma, beta, dy, backend):
+    """The kernels' outputs and the float64 staged graph's for these exact input values, each in the order
+    y, mean, rstd, dx, dgamma, dbeta."""
+    pairs = case.outputs_and_staged(x, gamma, beta, dy, backend=backend)[0]
+    return [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
 
 
 @pytest.mark.parametrize(
@@ -47,15 +47,14 @@ def test_float32_large_mean_small_spread(backend, case):
 def test_constant_groups_give_beta_and_finite_gradients(backend, case, dtype, affine):
     _, gamma, beta, dy = case.inputs(dtype, affine)
     x = np.full(case.shape, 3.25, dtype=dtype)
-    y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
+    got, ref = _staged(case, x, gamma, beta, dy, backend)
+    y, _, _, dx, dgamma, dbeta = got
     shift = np.zeros(case.layout.affine_shape) if beta is None else beta
     expect = np.broadcast_to(shift.reshape(case.layout.affine_broadcast), case.shape)
     np.testing.assert_array_equal(y, expect.astype(dtype))
-    dx, dgamma, dbeta = case.backward(dy, x, gamma, mean, rstd, backend=backend)
     assert np.all(np.isfinite(dx))
     # dx = rstd * gamma * (dy - mean(dy)) with rstd = 1 / sqrt(eps) ~ 316: errors in the last place of dx
     # scale with rstd, so the absolute tolerance does too
-    ref = _staged(case, x, gamma, beta, dy)
     tol = compare.kernel_tolerance(dtype)
     scaled = tol._replace(atol=tol.atol * float(np.max(ref[2])))
     compare.assert_close(dx, ref[3], scaled, what=f"{case.id} dx")
@@ -91,13 +90,9 @@ def test_float32_values_near_1e30_stay_finite_and_right(backend, case):
     finite and matches the float64 graph (dx ~ rstd ~ 1e-30: its absolute tolerance scales with rstd)."""
     x, gamma, beta, dy = case.inputs(np.float32)
     x = (x.astype(np.float64) * 1e30).astype(np.float32)
-    y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
-    grads = case.backward(dy, x, gamma, mean, rstd, backend=backend)
-    ref = _staged(case, x, gamma, beta, dy)
+    outs, ref = _staged(case, x, gamma, beta, dy, backend)
     tol = compare.kernel_tolerance(np.float32)
-    for name, got, want in zip(
-        ("y", "mean", "rstd", "dx", "dgamma", "dbeta"), (y, mean, rstd, *grads), ref, strict=True
-    ):
+    for name, got, want in zip(NAMES, outs, ref, strict=True):
         assert np.all(np.isfinite(got)), f"{name} is not finite"
         scale = {"mean": 1e30, "rstd": 1e-30, "dx": float(np.max(ref[2]))}.get(name, 1.0)
         compare.assert_close(got, want, tol._replace(atol=tol.atol * scale), what=f"{case.id} {name}")
@@ -209,19 +204,16 @@ def _per_element(case, stats):
 @pytest.mark.parametrize("case", MILLION, ids=[c.id for c in MILLION])
 def test_a_million_elements_per_group_or_a_million_groups(case, backend):
     x, gamma, beta, dy = case.inputs(np.float32)
-    y, mean, rstd = case.forward(x, gamma, beta, backend=backend)
-    grads = case.backward(dy, x, gamma, mean, rstd, backend=backend)
-    ref = _staged(case, x, gamma, beta, dy)
+    outs, ref = _staged(case, x, gamma, beta, dy, backend)
     tol = compare.kernel_tolerance(np.float32)
-    for name, got, want in zip(
-        ("y", "mean", "rstd", "dgamma", "dbeta"), (y, mean, rstd, *grads[1:]), ref[:3] + ref[4:], strict=True
-    ):
-        compare.assert_close(got, want, tol, what=f"{case.id} {name}")
+    for name, got, want in zip(NAMES, outs, ref, strict=True):
+        if name != "dx":
+            compare.assert_close(got, want, tol, what=f"{case.id} {name}")
     # The backward gets mean and rstd rounded to float32, as the contract returns them, which moves xhat by
     # about 2**-24 * (|mean| * rstd + 1). A million rows of two values hold pairs a few 1e-4 apart, where
     # that factor reaches 1e4: dx is held to the tolerance times its group's factor.
     factor = np.abs(_per_element(case, ref[1])) * _per_element(case, ref[2]) + 1.0
-    err = np.abs(grads[0].astype(np.float64) - ref[3])
+    err = np.abs(outs[3].astype(np.float64) - ref[3])
     bound = (tol.atol + tol.rtol * np.abs(ref[3])) * factor
     worst = np.unravel_index(np.argmax(err / bound), err.shape)
     assert np.all(err <= bound), f"{case.id} dx: {err[worst]} > {bound[worst]} at {worst}"

@@ -116,17 +116,22 @@ class Case:
         return F.group_norm(x, self.num_groups, gamma, beta, eps=eps)
 
     def against_staged(self, dtype, affine: str = "gamma_beta", *, backend: str = "cpu") -> dict:
-        """Run the project's forward and backward and the staged graph on the same inputs.
+        """Run the project's forward and backward and the staged graph on this case's inputs.
 
         Returns {tensor: (ours, float64 reference)} for y, mean, rstd, dx, dgamma and dbeta; without gamma the
         references for dgamma and dbeta are None (the contract's answer).
         """
-        x, gamma, beta, dy = self.inputs(dtype, affine)
+        return self.outputs_and_staged(*self.inputs(dtype, affine), backend=backend)[0]
+
+    def outputs_and_staged(self, x, gamma, beta, dy, *, backend: str = "cpu") -> tuple[dict, dict]:
+        """against_staged on given inputs: the pairs, and the staged forward's cache (mean, rstd, ...). The
+        graph gets the very values the kernels get, in float64."""
         y, mean, rstd = self.forward(x, gamma, beta, backend=backend)
         dx, dgamma, dbeta = self.backward(dy, x, gamma, mean, rstd, backend=backend)
-        ref_y, cache = self.staged_forward(x, gamma, beta)
-        ref = staged.backward(dy, cache)
-        return dict(
+        as64 = [None if a is None else np.asarray(a, dtype=np.float64) for a in (x, gamma, beta, dy)]
+        ref_y, cache = self.staged_forward(*as64[:3])
+        ref = staged.backward(as64[3], cache)
+        pairs = dict(
             y=(y, ref_y),
             mean=(mean, cache["mean"]),
             rstd=(rstd, cache["rstd"]),
@@ -134,6 +139,7 @@ class Case:
             dgamma=(dgamma, ref["dgamma"]),
             dbeta=(dbeta, ref["dbeta"]),
         )
+        return pairs, cache
 
 
 BACKWARD = {
