@@ -102,3 +102,39 @@ def test_read_only_inputs_are_checked_and_left_alone():
     assert report.passed, str(report)
     for a, k in zip((x, gamma, beta, dy), kept, strict=True):
         np.testing.assert_array_equal(a, k)
+
+
+def test_sampled_finite_differences_without_random_directions():
+    """directions=0 on an input above full_fd_limit: the sampled elements alone decide the row."""
+    case = Case("layer_norm", (3, 50), normalized_ndim=1)
+    x, gamma, beta, _ = case.inputs(np.float64)
+    report = verify.check(
+        *case.layer(),
+        norm=case.norm,
+        x=x,
+        gamma=gamma,
+        beta=beta,
+        normalized_shape=(50,),
+        full_fd_limit=10,
+        directions=0,
+        sampled=5,
+    )
+    rows = [r for r in report.rows if "finite differences" in r.check]
+    assert rows and all(r.passed and "0 directions + 5 elements" in r.detail for r in rows), str(report)
+
+
+def test_a_backward_that_writes_into_dy_is_flagged_and_the_other_checks_see_the_true_dy():
+    case = Case("layer_norm", (4, 6), normalized_ndim=1)
+    forward, backward = case.layer()
+
+    def scribbling_backward(dy, cache):
+        out = backward(dy, cache)
+        dy[...] = 0.0
+        return out
+
+    x, gamma, beta, _ = case.inputs(np.float64)
+    report = verify.check(
+        forward, scribbling_backward, norm=case.norm, x=x, gamma=gamma, beta=beta, normalized_shape=(6,)
+    )
+    failed = {r.check for r in report.failures}
+    assert failed == {"inputs unchanged by backward"}, str(report)
