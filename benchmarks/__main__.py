@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         "--sizes", nargs="+", choices=list(SIZES), default=["reference"], help="shape sets (default: reference)"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--repeat", type=int, default=30, help="timed calls per cell (default 30)")
+    parser.add_argument("--repeat", type=int, help="timed calls per cell (default 30, or 5 with --quick)")
     parser.add_argument(
         "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 3 calls)"
     )
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     if args.threads:
         numba.set_num_threads(args.threads)
     h.same_threads()
-    repeat = 5 if args.quick else args.repeat
+    repeat = args.repeat or (5 if args.quick else 30)
     cases = [c for size in args.sizes for c in SIZES[size] if c.norm in args.ops]
 
     info = machine(backends)

@@ -1,6 +1,6 @@
 """What the benchmark CLI and the pytest-benchmark suite share: backends, the bytes model, timing, copy bandwidth.
 
-Method (DESIGN.md section 6): time kernels, not transfers. Every backend gets its inputs already on its
+Method: time kernels, not transfers. Every backend gets its inputs already on its
 device; a warm-up call comes first, so JIT compilation is never timed; a GPU call synchronizes inside the
 timed region. Bandwidth comes from a minimum-bytes model (forward reads x and writes y, backward reads x and
 dy and writes dx; the small per-channel and per-row arrays are left out) and is set against a copy of the

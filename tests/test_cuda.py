@@ -1,5 +1,5 @@
 """The CUDA backend against the staged graph: tiny shapes in the simulator (NUMBA_ENABLE_CUDASIM=1, run by
-test_cuda_simulator.py), and the same plus real sizes on a GPU (the `gpu` marker)."""
+test_cuda_simulator.py), and the same plus real sizes on a GPU (the tests marked `@gpu`)."""
 
 import numpy as np
 import pytest

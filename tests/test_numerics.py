@@ -1,4 +1,4 @@
-"""Determinism and the numerical promises of DESIGN.md section 4."""
+"""Determinism: the same bits across runs, thread counts and concurrent Python threads."""
 
 import os
 import subprocess
