@@ -89,9 +89,7 @@ def student_layer(norm, bug=None, eps=1e-5, **layout_kw):
         divar = np.sum(dxhat * xmu, axis=ax, keepdims=True)
         if bug == "mutates_cache":
             xmu *= ivar  # reuses the cache's buffer: a second backward sees xhat where xmu was
-            dxmu1 = dxhat * ivar
-        else:
-            dxmu1 = dxhat * ivar
+        dxmu1 = dxhat * ivar
         dsqrtvar = (1.0 if bug == "dsqrtvar_sign" else -1.0) / sqrtvar**2 * divar
         dvar = (1.0 if bug == "no_half" else 0.5) / np.sqrt(var + eps) * dsqrtvar
         if bug == "no_var_path":

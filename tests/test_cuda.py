@@ -146,7 +146,8 @@ def test_device_arrays_get_clear_errors(what, error, message, call):
         call()
 
 
-def test_empty_inputs_match_the_cpu():
+def test_rows_of_no_elements_match_the_cpu():
+    """Rows of length 0 (zero-size batches are in test_hard_inputs.py): an empty y, NaN mean and rstd."""
     x = np.ones((3, 0))
     for got, want in zip(
         nk.layer_norm_forward(x, (0,), backend="cuda"), nk.layer_norm_forward(x, (0,)), strict=True
@@ -154,9 +155,3 @@ def test_empty_inputs_match_the_cpu():
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
         assert np.isnan(want).all()
-    x = np.ones((0, 3))
-    args = (x, x, np.ones(3), np.zeros(3), np.ones(3))
-    for got, want in zip(nk.batch_norm_backward(*args, backend="cuda"), nk.batch_norm_backward(*args), strict=True):
-        assert got.shape == want.shape  # dx (0, 3); dgamma and dbeta zeros
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(want, 0)

@@ -9,15 +9,12 @@ from verify import compare
 from verify.cases import CASES, CUDA_TINY, Case
 
 SMALL = [c for c in CASES if "small" in c.tags]
-NAMES = ("y", "mean", "rstd", "dx", "dgamma", "dbeta")
 ON_BOTH = backend_case_params(SMALL, CUDA_TINY)
 
 
-def _staged(case, x, gamma, beta, dy, backend):
-    """The kernels' outputs and the float64 staged graph's for these exact input values, each in the order
-    y, mean, rstd, dx, dgamma, dbeta."""
-    pairs = case.outputs_and_staged(x, gamma, beta, dy, backend=backend)[0]
-    return [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
+def _pairs(case, x, gamma, beta, dy, backend):
+    """{name: (ours, float64 reference)} for y, mean, rstd, dx, dgamma, dbeta, and the staged cache."""
+    return case.outputs_and_staged(x, gamma, beta, dy, backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -47,8 +44,8 @@ def test_float32_large_mean_small_spread(backend, case):
 def test_constant_groups_give_beta_and_finite_gradients(backend, case, dtype, affine):
     _, gamma, beta, dy = case.inputs(dtype, affine)
     x = np.full(case.shape, 3.25, dtype=dtype)
-    got, ref = _staged(case, x, gamma, beta, dy, backend)
-    y, _, _, dx, dgamma, dbeta = got
+    pairs, cache = _pairs(case, x, gamma, beta, dy, backend)
+    (y, _), (dx, ref_dx), (dgamma, _), (dbeta, ref_dbeta) = (pairs[k] for k in ("y", "dx", "dgamma", "dbeta"))
     shift = np.zeros(case.layout.affine_shape) if beta is None else beta
     expect = np.broadcast_to(shift.reshape(case.layout.affine_broadcast), case.shape)
     np.testing.assert_array_equal(y, expect.astype(dtype))
@@ -56,11 +53,11 @@ def test_constant_groups_give_beta_and_finite_gradients(backend, case, dtype, af
     # dx = rstd * gamma * (dy - mean(dy)) with rstd = 1 / sqrt(eps) ~ 316: errors in the last place of dx
     # scale with rstd, so the absolute tolerance does too
     tol = compare.kernel_tolerance(dtype)
-    scaled = tol._replace(atol=tol.atol * float(np.max(ref[2])))
-    compare.assert_close(dx, ref[3], scaled, what=f"{case.id} dx")
+    scaled = tol._replace(atol=tol.atol * float(np.max(cache["rstd"])))
+    compare.assert_close(dx, ref_dx, scaled, what=f"{case.id} dx")
     if gamma is not None:  # xhat = 0 everywhere: dgamma = 0, dbeta = sum(dy)
         np.testing.assert_array_equal(dgamma, 0)
-        compare.assert_close(dbeta, ref[5], tol, what=f"{case.id} dbeta")
+        compare.assert_close(dbeta, ref_dbeta, tol, what=f"{case.id} dbeta")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
@@ -90,11 +87,11 @@ def test_float32_values_near_1e30_stay_finite_and_right(backend, case):
     finite and matches the float64 graph (dx ~ rstd ~ 1e-30: its absolute tolerance scales with rstd)."""
     x, gamma, beta, dy = case.inputs(np.float32)
     x = (x.astype(np.float64) * 1e30).astype(np.float32)
-    outs, ref = _staged(case, x, gamma, beta, dy, backend)
+    pairs, cache = _pairs(case, x, gamma, beta, dy, backend)
     tol = compare.kernel_tolerance(np.float32)
-    for name, got, want in zip(NAMES, outs, ref, strict=True):
+    for name, (got, want) in pairs.items():
         assert np.all(np.isfinite(got)), f"{name} is not finite"
-        scale = {"mean": 1e30, "rstd": 1e-30, "dx": float(np.max(ref[2]))}.get(name, 1.0)
+        scale = {"mean": 1e30, "rstd": 1e-30, "dx": float(np.max(cache["rstd"]))}.get(name, 1.0)
         compare.assert_close(got, want, tol._replace(atol=tol.atol * scale), what=f"{case.id} {name}")
 
 
@@ -192,28 +189,23 @@ MILLION = [
 ]
 
 
-def _per_element(case, stats):
-    """A per-group statistic (mean or rstd, the contract's shape) broadcast to x's shape."""
-    lay = case.layout
-    shape = [1 if a in lay.reduce_axes else d for a, d in enumerate(lay.view_shape)]
-    return np.broadcast_to(np.reshape(stats, shape), lay.view_shape).reshape(case.shape)
-
-
 @pytest.mark.skipif(SIMULATOR, reason="a million elements is too many for the simulator")
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", MILLION, ids=[c.id for c in MILLION])
 def test_a_million_elements_per_group_or_a_million_groups(case, backend):
     x, gamma, beta, dy = case.inputs(np.float32)
-    outs, ref = _staged(case, x, gamma, beta, dy, backend)
+    pairs, cache = _pairs(case, x, gamma, beta, dy, backend)
     tol = compare.kernel_tolerance(np.float32)
-    for name, got, want in zip(NAMES, outs, ref, strict=True):
+    for name, (got, want) in pairs.items():
         if name != "dx":
             compare.assert_close(got, want, tol, what=f"{case.id} {name}")
     # The backward gets mean and rstd rounded to float32, as the contract returns them, which moves xhat by
     # about 2**-24 * (|mean| * rstd + 1). A million rows of two values hold pairs a few 1e-4 apart, where
     # that factor reaches 1e4: dx is held to the tolerance times its group's factor.
-    factor = np.abs(_per_element(case, ref[1])) * _per_element(case, ref[2]) + 1.0
-    err = np.abs(outs[3].astype(np.float64) - ref[3])
-    bound = (tol.atol + tol.rtol * np.abs(ref[3])) * factor
+    lay = case.layout
+    factor = np.abs(cache["mu"]) * cache["ivar"] + 1.0  # per group, broadcast over the view
+    got, want = (np.asarray(a, dtype=np.float64).reshape(lay.view_shape) for a in pairs["dx"])
+    err = np.abs(got - want)
+    bound = (tol.atol + tol.rtol * np.abs(want)) * factor
     worst = np.unravel_index(np.argmax(err / bound), err.shape)
     assert np.all(err <= bound), f"{case.id} dx: {err[worst]} > {bound[worst]} at {worst}"
