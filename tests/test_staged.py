@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import case_params
 
-from verify import compare, mistakes, numerical_gradient, staged
-from verify.cases import CASES
+from verify import compare, numerical_gradient, staged
+from verify.cases import CASES, Case
 
 SMALL = [c for c in CASES if "small" in c.tags]
 
@@ -68,14 +68,29 @@ def test_numerical_gradient_leaves_its_input_alone():
     np.testing.assert_allclose(grad, 3 * x**2, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", case_params(SMALL))
-def test_mistake_graph_without_a_mistake_is_the_staged_graph(case):
-    """verify.mistakes recomputes the graph with one knob wrong; with none it must be the reference itself."""
+def test_a_replaced_stage_changes_that_stage_and_what_follows_only():
+    """verify.diagnose builds hypotheses by replacing stages: the reference stays untouched."""
+    case = Case("batch_norm", (5, 3))
     x, gamma, beta, dy = case.inputs(np.float64)
-    out = mistakes.graph(x, gamma, beta, dy, 1e-5, case.layout)
-    ref_y, cache = case.staged_forward(x, gamma, beta)
-    ref = staged.backward(dy, cache)
-    tol = compare.Tol(rtol=1e-13, atol=1e-14)
-    compare.assert_close(out["y"], ref_y, tol, what="y")
-    for name in ("dx", "dgamma", "dbeta"):
-        compare.assert_close(out[name], ref[name], tol, what=name)
+    ref_y, ref_cache = case.staged_forward(x, gamma, beta)
+    lay = ref_cache["layout"]
+    unbiased = staged.Stages(lay, 1e-5).replace(var=lambda s, sq: s.sum(sq) / (s.m - 1))
+    y, cache = staged.forward(x, gamma, beta, stages=unbiased)
+    np.testing.assert_array_equal(cache["mu"], ref_cache["mu"])
+    np.testing.assert_allclose(cache["var"], ref_cache["var"] * 5 / 4, rtol=1e-14)
+    assert not np.allclose(y, ref_y)
+    np.testing.assert_array_equal(case.staged_forward(x, gamma, beta)[0], ref_y)
+    with pytest.raises(ValueError, match="no stage named"):
+        staged.Stages(lay, 1e-5).replace(variance=lambda s, sq: sq)
+
+
+def test_eval_mode_normalizes_with_the_running_statistics_and_stops_the_gradient_there():
+    case = Case("batch_norm", (4, 3, 2))
+    x, gamma, beta, dy = case.inputs(np.float64)
+    rm, rv = np.array([0.5, -1.0, 2.0]), np.array([1.5, 0.25, 4.0])
+    stages = staged.eval_mode(staged.Stages(case.layout, 1e-5), rm, rv)
+    y, cache = staged.forward(x, gamma, beta, stages=stages)
+    rstd = 1 / np.sqrt(rv + 1e-5)
+    np.testing.assert_allclose(y, gamma[:, None] * (x - rm[:, None]) * rstd[:, None] + beta[:, None], rtol=1e-14)
+    grads = staged.backward(dy, cache)
+    np.testing.assert_allclose(grads["dx"], dy * (gamma * rstd)[:, None], rtol=1e-14)

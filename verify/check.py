@@ -7,27 +7,40 @@ The implementation under test follows the cs231n layer contract:
 
 Every check is one row of the report:
 
-    shapes and dtypes        y, dx like x; dgamma, dbeta like gamma (None without gamma)
-    y vs staged graph        the float64 staged graph on the same inputs; tolerance by the dtype under test
-    dx, dgamma, dbeta vs staged graph
-    dx, dgamma, dbeta vs finite differences of the implementation's own forward (central, float64)
-    sum(dx) = 0              per statistics group
-    sum(dx * xhat) = eps term  per group: rstd * mean(g * xhat) * M * eps / (var + eps), 0 when eps = 0
-    inputs unchanged         by forward, and by backward
-    backward repeatable      a second backward on the same cache gives the same bits
+    forward runs, backward runs   any exception, with the file and line in the implementation that raised it
+    inputs unchanged              by forward, and by backward
+    backward repeatable           a second backward on the same cache gives the same bits (and the cache
+                                  entry a backward wrote into is named)
+    shapes                        y, dx like x; dgamma, dbeta like gamma (None without gamma)
+    dtypes                        outputs in x's dtype (float64 out of float32 in is a warning only,
+                                  unless strict_dtype)
+    y, dx, dgamma, dbeta vs staged graph
+                                  the float64 staged graph on the same inputs, within error bounds that
+                                  follow the conditioning of each group and the dtype (verify.bounds)
+    dx, dgamma, dbeta vs finite differences
+                                  extrapolated central differences of the implementation's own forward,
+                                  steps and tolerance per element (verify.finite_differences)
+    sum(dx) = 0, sum(dx * xhat) = eps term
+                                  per statistics group, in training mode
 
-A failing row says where the worst element is and what it means (channel, row, group), and when the
-error matches a known mistake (verify.mistakes), names it.
+A failing row says where the worst element is and what it means (channel, row, group), and the diagnosis
+(verify.diagnose) names the mistake that reproduces the tensor, when one does.
 """
 
 from __future__ import annotations
 
+import copy
+import linecache
+import os
+import sysconfig
+import traceback
 from collections.abc import Callable
 
 import numpy as np
 
-from . import compare, mistakes, staged
-from .numerical import default_step, directional_derivative, numerical_gradient
+from . import bounds as error_bounds
+from . import diagnose, staged
+from .finite_differences import Budget, Target, finite_difference_row
 from .report import Report, Row
 
 # Inputs up to this many elements get finite differences on every element; larger ones get random
@@ -36,177 +49,179 @@ FULL_FD_LIMIT = 512
 DIRECTIONS = 4
 SAMPLED_ELEMENTS = 16
 
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
+_LIBRARY_DIRS = tuple(
+    os.path.abspath(p) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 
-def _fmt_tol(tol: compare.Tol) -> str:
-    return f"rtol {tol.rtol:.0e}, atol {tol.atol:.0e}"
+
+def raised_at(exc: BaseException) -> str:
+    """'ValueError: ... (at layers.py:123 in batchnorm_backward: `dx = ...`)': the innermost frame of the
+    traceback in the implementation's own code (not in the verifier, NumPy or the standard library)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [
+        f
+        for f in frames
+        if not os.path.abspath(f.filename).startswith(_OWN_DIR)
+        and not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)
+    ]
+    text = f"{type(exc).__name__}: {exc}"
+    if not own:
+        return text
+    f = own[-1]
+    line = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+    return f"{text} (at {os.path.basename(f.filename)}:{f.lineno} in {f.name}: `{line}`)"
 
 
-def _worst(got, want, tol: compare.Tol) -> tuple:
-    """Index of the element furthest outside |a - b| <= atol + rtol * |b|."""
+class _Failed(Exception):
+    """The implementation raised or broke the contract; the message is the row's detail."""
+
+
+def _call_forward(forward: Callable, x, gamma, beta):
+    try:
+        out = forward(x, gamma, beta)
+    except Exception as exc:  # noqa: BLE001 - any failure of the code under test is a finding
+        raise _Failed(raised_at(exc)) from exc
+    if out is None:
+        raise _Failed("forward returned None: it must return (y, cache)")
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _Failed(f"forward must return (y, cache), got {_describe(out)}")
+    if out[0] is None:
+        raise _Failed("forward returned None for y")
+    return out
+
+
+def _call_backward(backward: Callable, dy, cache):
+    try:
+        out = backward(dy, cache)
+    except Exception as exc:  # noqa: BLE001
+        raise _Failed(raised_at(exc)) from exc
+    if out is None:
+        raise _Failed("backward returned None: it must return (dx, dgamma, dbeta)")
+    if not (isinstance(out, tuple | list) and len(out) == 3):
+        raise _Failed(f"backward must return (dx, dgamma, dbeta), got {_describe(out)}")
+    return tuple(out)
+
+
+def _describe(value) -> str:
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def _snapshot(value, depth: int = 0):
+    """A deep copy of the arrays in a cache (tuples, lists, dicts and plain objects, a few levels deep)."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if depth > 4:
+        return None
+    if isinstance(value, tuple | list):
+        return (
+            type(value)(_snapshot(v, depth + 1) for v in value)
+            if isinstance(value, list)
+            else tuple(_snapshot(v, depth + 1) for v in value)
+        )
+    if isinstance(value, dict):
+        return {k: _snapshot(v, depth + 1) for k, v in value.items()}
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return {"__attrs__": {k: _snapshot(v, depth + 1) for k, v in vars(value).items()}}
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - something we cannot copy is something we do not compare
+        return None
+
+
+def changed_entries(before, after, path: str = "cache", depth: int = 0) -> list[str]:
+    """The entries of a cache that differ from a snapshot, by how to reach them: "cache['xmu']", "cache[2]"."""
+    if isinstance(before, np.ndarray):
+        same = isinstance(after, np.ndarray) and before.shape == after.shape
+        return [] if same and np.array_equal(before, after, equal_nan=True) else [path]
+    if depth > 4 or before is None:
+        return []
+    if isinstance(before, tuple | list) and isinstance(after, tuple | list):
+        if len(before) != len(after):
+            return [path]
+        return [
+            p
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for p in changed_entries(b, a, f"{path}[{i}]", depth + 1)
+        ]
+    if isinstance(before, dict) and "__attrs__" in before and hasattr(after, "__dict__"):
+        attrs = vars(after)
+        return [
+            p
+            for k, b in before["__attrs__"].items()
+            for p in changed_entries(b, attrs.get(k), f"{path}.{k}", depth + 1)
+        ]
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = [f"{path}[{k!r}]" for k in before.keys() ^ after.keys()]
+        return out + [
+            p
+            for k in before.keys() & after.keys()
+            for p in changed_entries(before[k], after[k], f"{path}[{k!r}]", depth + 1)
+        ]
+    try:
+        return [] if before == after else [path]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _affine(value, name: str, lay: staged.Layout, dtype) -> np.ndarray | None:
+    """gamma or beta as given (a private copy in x's dtype), if it holds the affine's elements in a shape that
+    broadcasts against x as they must: (C,), or cs231n's (1, C, 1, 1), or normalized_shape for layer norm."""
+    if value is None:
+        return None
+    a = np.array(value, dtype=dtype)
+    squeezed = tuple(d for d in a.shape if d != 1)
+    want = tuple(d for d in lay.affine_shape if d != 1)
+    pad = len(lay.x_shape) - len(lay.affine_broadcast)
+    bshape = (1,) * pad + tuple(lay.affine_broadcast)
+    fits = squeezed == want and (
+        a.shape == tuple(lay.affine_shape) or a.shape == bshape[len(bshape) - a.ndim :] or a.shape == bshape
+    )
+    if not fits:
+        forms = sorted({tuple(lay.affine_shape), bshape}, key=len)
+        raise ValueError(
+            f"{name} of shape {a.shape} does not fit {lay.norm} on x of shape {lay.x_shape}: expected "
+            + " or ".join(str(f) for f in forms)
+        )
+    return a
+
+
+def _compare(check: str, got, want, bound, lay: staged.Layout, kind: str, index_shape: tuple | None = None) -> Row:
+    """got against want, element by element within bound; the row reports the element furthest outside
+    (its index in index_shape, want's shape by default)."""
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), want.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.abs(got - want)
+        both_nan = np.isnan(got) & np.isnan(want)
+        same_inf = np.isinf(got) & (got == want)
+        err = np.where(both_nan | same_inf, 0.0, err)
+        ratio = np.where((err == 0) | np.isposinf(bound), 0.0, err / bound)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    if not ratio.size:
+        return Row(check, True, 0.0, 0.0)
+    i = int(np.argmax(ratio))
+    idx = np.unravel_index(i, want.shape if index_shape is None else index_shape)
+    where = f"[{', '.join(str(int(k)) for k in idx)}] {lay.describe(kind, idx)}" if idx else ""
     with np.errstate(invalid="ignore"):
-        excess = np.abs(got - want) / (tol.atol + tol.rtol * np.abs(want))
-    excess = np.where(np.isnan(excess), np.inf, excess)
-    return np.unravel_index(int(np.argmax(excess)), got.shape) if got.size else ()
-
-
-def _where(idx: tuple, lay: staged.Layout, kind: str) -> str:
-    return f"[{', '.join(str(int(i)) for i in idx)}] {lay.describe(kind, idx)}" if len(idx) else ""
-
-
-def _compare_row(check: str, got, want, tol: compare.Tol, lay: staged.Layout, kind: str) -> Row:
-    if got is None or np.shape(got) != np.shape(want):
-        return Row(check, False, detail=f"shape {None if got is None else np.shape(got)}, expected {np.shape(want)}")
-    idx = _worst(got, want, tol)
-    where = _where(idx, lay, kind)
+        rel = float(np.nanmax(err / np.maximum(1e-8, np.abs(got) + np.abs(want)), initial=0.0))
     return Row(
         check,
-        compare.within(got, want, tol),
-        compare.max_abs_error(got, want),
-        compare.rel_error(got, want),
+        bool(ratio.max() <= 1),
+        float(np.nanmax(err, initial=0.0)),
+        rel,
         where,
-        _fmt_tol(tol),
+        tol=float(bound.reshape(-1)[i]),
+        ratio=float(ratio.reshape(-1)[i]),
     )
-
-
-class _Implementation:
-    """Runs the forward and backward under test, catching what they raise."""
-
-    def __init__(self, forward: Callable, backward: Callable):
-        self.forward = forward
-        self.backward = backward
-
-    def run_forward(self, x, gamma, beta):
-        out = self.forward(x, gamma, beta)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(f"forward must return (y, cache), got {type(out).__name__}")
-        return out
-
-    def run_backward(self, dy, cache):
-        out = self.backward(dy, cache)
-        if not (isinstance(out, tuple) and len(out) == 3):
-            raise TypeError(f"backward must return (dx, dgamma, dbeta), got {type(out).__name__}")
-        return out
-
-
-def _fd_precision(impl: _Implementation, x, gamma, beta) -> tuple[np.dtype, str]:
-    """The dtype the finite differences can be trusted at: float64 if forward keeps float64 input in float64."""
-    try:
-        y64, _ = impl.run_forward(*(None if a is None else a.astype(np.float64) for a in (x, gamma, beta)))
-        if np.asarray(y64).dtype == np.float64:
-            return np.dtype(np.float64), "float64"
-        return np.dtype(np.float32), "forward returns float32 for float64 input: float32 finite differences"
-    except Exception as exc:  # noqa: BLE001 - an implementation that only takes its own dtype
-        return np.dtype(x.dtype), f"forward rejects float64 input ({type(exc).__name__}): {x.dtype} differences"
-
-
-def _fd_rows(impl, name: str, arg: int, inputs: list, dy, analytic, fd_dtype, tol, lay, kind, rng, budget) -> Row:
-    """Finite differences of sum(dy * forward(...)) with respect to inputs[arg], against the analytic gradient."""
-    check = f"{name} vs finite differences"
-    base = inputs[arg].astype(fd_dtype)
-
-    def f(v):
-        args = [None if a is None else a.astype(fd_dtype) for a in inputs]
-        args[arg] = v
-        return np.asarray(impl.run_forward(*args)[0], dtype=np.float64)
-
-    y0 = f(base)
-    h = default_step(base)
-    # rounding in sum(dy * y) is ~eps * sum|dy * y|; divided by 2h, it bounds the difference's own error
-    noise = 10 * np.finfo(fd_dtype).eps * float(np.sum(np.abs(dy * y0))) / h
-    fd_tol = compare.FINITE_DIFFERENCE if fd_dtype == np.float64 else compare.FINITE_DIFFERENCE_FLOAT32
-    tol = compare.Tol(max(tol.rtol, fd_tol.rtol), max(tol.atol, fd_tol.atol) + noise)
-    analytic = np.asarray(analytic, dtype=np.float64)
-    if analytic.shape != base.shape:
-        return Row(check, False, detail=f"shape {analytic.shape}, expected {base.shape}")
-    full_limit, directions, sampled = budget
-    if base.size <= full_limit:
-        numeric = numerical_gradient(f, base, dy, h=h)
-        row = _compare_row(check, analytic, numeric, tol, lay, kind)
-        row.detail = f"every element, h = {h:.1e}"
-        return row
-    # large input: random directions, then a random sample of elements; the worst one found is reported
-    detail = f"{directions} directions + {sampled} elements, h = {h:.1e}"
-    worst_excess, row = -1.0, Row(check, True, detail=detail)
-    for _ in range(directions):
-        u = rng.standard_normal(base.shape)
-        numeric = directional_derivative(f, base, dy, u, h=h)
-        exact = float(np.sum(analytic * u))
-        scale = float(np.linalg.norm(analytic) * np.linalg.norm(u))
-        err = abs(numeric - exact)
-        excess = err / (tol.atol + tol.rtol * scale)
-        if excess > worst_excess:
-            worst_excess = excess
-            row = Row(
-                check,
-                excess <= 1,
-                err,
-                err / max(1e-8, abs(numeric) + abs(exact)),
-                "random direction",
-                _fmt_tol(tol),
-                detail=detail,
-            )
-    picks = rng.choice(base.size, size=min(sampled, base.size), replace=False)
-    for i in picks:
-        u = np.zeros(base.shape)
-        u.reshape(-1)[i] = 1.0
-        numeric = directional_derivative(f, base, dy, u, h=h)
-        exact = float(analytic.reshape(-1)[i])
-        err = abs(numeric - exact)
-        excess = err / (tol.atol + tol.rtol * abs(numeric))
-        if excess > worst_excess:
-            worst_excess = excess
-            idx = np.unravel_index(i, base.shape)
-            row = Row(
-                check,
-                excess <= 1,
-                err,
-                err / max(1e-8, abs(numeric) + abs(exact)),
-                _where(idx, lay, kind),
-                _fmt_tol(tol),
-                detail=detail,
-            )
-    return row
-
-
-def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, tol: compare.Tol, dy, gamma) -> list[Row]:
-    """Per statistics group: sum(dx) = 0 and sum(dx * xhat) = rstd * mean(g * xhat) * M * eps / (var + eps)."""
-    ax = lay.reduce_axes
-    dxv = np.asarray(dx, dtype=np.float64).reshape(lay.view_shape)
-    xhat = ref_cache["xhat"].reshape(lay.view_shape)
-    g = dy * (1.0 if gamma is None else np.asarray(gamma, np.float64).reshape(lay.affine_broadcast))
-    g = g.reshape(lay.view_shape)
-    m = lay.count
-    var, ivar = ref_cache["var"], ref_cache["ivar"]
-    eps_term = ivar * (g * xhat).mean(axis=ax, keepdims=True) * m * eps / (var + eps)
-    scale = np.abs(dxv).sum(axis=ax, keepdims=True)
-    rows = []
-    for check, value, expected in [
-        ("sum(dx) = 0 per group", dxv.sum(axis=ax, keepdims=True), np.zeros_like(eps_term)),
-        ("sum(dx * xhat) = eps term per group", (dxv * xhat).sum(axis=ax, keepdims=True), eps_term),
-    ]:
-        err = np.abs(value - expected)
-        allowed = tol.atol + tol.rtol * scale
-        excess = np.where(np.isnan(err), np.inf, err / allowed)
-        i = int(np.argmax(excess))
-        idx = np.unravel_index(i, lay.stats_shape) if lay.stats_shape else ()
-        rows.append(
-            Row(
-                check,
-                bool(np.all(excess <= 1)),
-                float(np.nanmax(err, initial=0.0)),
-                float(np.nanmax(err / np.maximum(scale, 1e-300), initial=0.0)),
-                _where(idx, lay, "stats"),
-                f"{_fmt_tol(tol)} x sum|dx|",
-            )
-        )
-    return rows
 
 
 def check(
     forward: Callable,
-    backward: Callable,
+    backward: Callable | None,
     *,
     norm: str,
     x: np.ndarray,
@@ -221,39 +236,51 @@ def check(
     full_fd_limit: int = FULL_FD_LIMIT,
     directions: int = DIRECTIONS,
     sampled: int = SAMPLED_ELEMENTS,
+    training: bool = True,
+    running_mean=None,
+    running_var=None,
+    strict_dtype: bool = False,
+    explain: bool = True,
 ) -> Report:
     """Check forward/backward (the cs231n layer contract) of one norm at one input. Returns a Report.
 
-    x: the input, whose dtype (float32 or float64) picks the tolerances. gamma/beta: the affine parameters,
-    or None for an implementation without them. A gamma that is constant (all ones, say) is replaced by a
-    random one, since it hides whole classes of bugs; dy defaults to a random upstream gradient.
+    x: the input, float32 or float64, whose dtype sets the error bounds. gamma/beta: the affine parameters,
+    (C,) or cs231n's (1, C, 1, 1) (normalized_shape for layer norm), or None for an implementation without
+    them. A gamma that is constant (all ones, say) is replaced by a random one, since it hides whole classes
+    of bugs; dy defaults to a random upstream gradient. num_groups (group norm) and normalized_shape (layer
+    norm) say which norm exactly. training=False checks eval mode: the reference normalizes with
+    running_mean and running_var, and dx = dy * gamma * rstd. backward=None checks the forward alone.
     Finite differences: every element of inputs up to full_fd_limit elements, else `directions` random
     directional derivatives and `sampled` random elements (lower them for slow implementations).
+    strict_dtype: float64 outputs for float32 input fail instead of warning. explain=False skips the diagnosis.
     """
+    if norm not in staged.NORMS:
+        raise ValueError(f"check: norm must be one of {staged.NORMS}, got {norm!r}")
     x = np.array(x)  # private copies of every input: the checks restore them, never the caller's arrays
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"check: expected x of dtype float32 or float64, got {x.dtype}")
     lay = staged.layout(norm, x.shape, num_groups=num_groups, normalized_shape=normalized_shape)
     dtype = x.dtype
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("check: training=False needs running_mean and running_var")
     # a stream of its own: drawn from default_rng(seed) itself, dy would repeat the user's x when x was made
     # with the same seed, and dy affine in x makes a batch-norm dx vanish
     rng = np.random.default_rng([0x5EED, seed])
-    report = Report(name or f"{norm} {x.dtype} {tuple(x.shape)}")
-    if gamma is not None:
-        gamma = np.array(gamma, dtype=dtype)
-        if gamma.size > 1 and np.ptp(gamma) == 0:
-            gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
-            report.notes.append("gamma was constant: checked with a random gamma instead")
-    if beta is not None:
-        beta = np.array(beta, dtype=dtype)
+    report = Report(name or f"{norm} {x.dtype} {tuple(x.shape)}" + ("" if training else " eval"))
+    gamma = _affine(gamma, "gamma", lay, dtype)
+    beta = _affine(beta, "beta", lay, dtype)
+    if gamma is not None and gamma.size > 1 and np.ptp(gamma) == 0:
+        gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
+        report.notes.append("gamma was constant: checked with a random gamma instead")
     if dy is None:
         dy = rng.standard_normal(x.shape).astype(dtype)
     else:
         dy = np.array(dy, dtype=dtype)
+        if dy.shape != x.shape:
+            raise ValueError(f"check: dy must have x's shape {x.shape}, got {dy.shape}")
         if dy.size > 1 and np.ptp(dy) == 0:
             report.notes.append("dy is constant: for batch norm dx is then zero and many bugs hide")
-    tol = compare.kernel_tolerance(dtype)
-    impl = _Implementation(forward, backward)
+
     inputs = [x, gamma, beta]
     originals = [None if a is None else a.copy() for a in (x, gamma, beta, dy)]
 
@@ -270,104 +297,212 @@ def check(
             cause="the implementation writes into its input" if names else "",
         )
 
-    # run the implementation
-    try:
-        y, cache = impl.run_forward(x, gamma, beta)
-    except Exception as exc:  # noqa: BLE001 - any failure of the code under test is a finding
-        report.add(Row("forward runs", False, detail=f"{type(exc).__name__}: {exc}"))
-        return report
-
     def restore():  # later checks need the true inputs, whatever the implementation wrote into them
         for a, o in zip((x, gamma, beta, dy), originals, strict=True):
             if a is not None:
                 a[...] = o
 
+    # the reference: the float64 staged graph on the same input values
+    stages = staged.Stages(lay, eps)
+    if not training:
+        stages = staged.eval_mode(stages, running_mean, running_var)
+    as64 = [None if a is None else np.asarray(a, np.float64).reshape(lay.affine_shape) for a in (gamma, beta)]
+    ref_y, ref_cache = staged.forward(x, *as64, stages=stages)
+    ref = staged.backward(dy, ref_cache)
+    bound = error_bounds.bounds(ref_cache, dy, dtype)
+    if bound.unjudged:
+        report.notes.append(
+            f"{bound.unjudged} elements of x are in statistics groups so ill-conditioned for {dtype.name} that no "
+            "digit of the answer is determined: they are not judged"
+        )
+    elif bound.loose:
+        report.notes.append(
+            f"this input is ill-conditioned for {dtype.name} (max|x| * rstd up to {np.nanmax(bound.kappa):.0e}): "
+            "the bounds must allow errors of 1% or more, so only large mistakes show; check in float64 too"
+        )
+
+    try:
+        y, cache = _call_forward(forward, x, gamma, beta)
+    except _Failed as exc:
+        report.add(Row("forward runs", False, detail=str(exc)))
+        return report
     report.add(unchanged("forward"))
     restore()
-    try:
-        dx, dgamma, dbeta = impl.run_backward(dy, cache)
-        report.add(unchanged("backward"))
-        restore()  # the repeat gets the same dy, so "backward repeatable" judges the cache alone
-        again = impl.run_backward(dy, cache)
-        restore()
-    except Exception as exc:  # noqa: BLE001
-        report.add(Row("backward runs", False, detail=f"{type(exc).__name__}: {exc}"))
-        return report
 
-    # shapes and dtypes
-    problems = []
-    for nm, a, shape in [
-        ("y", y, x.shape),
-        ("dx", dx, x.shape),
-        ("dgamma", dgamma, lay.affine_shape),
-        ("dbeta", dbeta, lay.affine_shape),
-    ]:
-        if gamma is None and nm in ("dgamma", "dbeta"):
-            if a is not None:
-                problems.append(f"{nm} should be None without gamma")
+    grads = None
+    if backward is not None:
+        before = _snapshot(cache)
+        try:
+            grads = _call_backward(backward, dy, cache)
+            report.add(unchanged("backward"))
+            restore()  # the repeat gets the same dy, so "backward repeatable" judges the cache alone
+            written = changed_entries(before, cache)
+            again = _call_backward(backward, dy, cache)
+            restore()
+        except _Failed as exc:
+            report.add(Row("backward runs", False, detail=str(exc)))
+            grads = None
+        else:
+            report.add(_repeatable(grads, again, written))
+
+    got = {"y": y}
+    if grads is not None:
+        got.update(dx=grads[0], dgamma=grads[1], dbeta=grads[2])
+    report.add(_shapes(got, lay, x, gamma))
+    report.add(_dtypes(got, dtype, strict_dtype))
+
+    # against the staged graph
+    want = {"y": ref_y, "dx": ref["dx"], "dgamma": ref["dgamma"], "dbeta": ref["dbeta"]}
+    kinds = {"y": "x", "dx": "x", "dgamma": "affine", "dbeta": "affine"}
+    compared = {}
+    for nm in ("y", "dx", "dgamma", "dbeta"):
+        if nm not in got or (want[nm] is None and got[nm] is None):
             continue
-        a = np.asarray(a) if a is not None else None
-        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
-            problems.append(
-                f"{nm}: {None if a is None else (a.dtype.name, a.shape)}, expected {(dtype.name, tuple(shape))}"
-            )
-    report.add(Row("shapes and dtypes", not problems, detail="; ".join(problems), where="; ".join(problems)[:60]))
+        value = _values(got[nm], want[nm])
+        if value is None:
+            report.add(Row(f"{nm} vs staged graph", False, detail=f"not comparable: {_shape_of(got[nm])}"))
+            continue
+        compared[nm] = value
+        report.add(_compare(f"{nm} vs staged graph", value, want[nm], getattr(bound, nm), lay, kinds[nm]))
+
+    # against finite differences of the implementation's own forward
+    fd_rows = {}
+    if grads is not None:
+        fd_dtype, fd_note = _fd_precision(forward, x, gamma, beta)
+        if fd_note:
+            report.notes.append(fd_note)
+        dy64 = dy.astype(np.float64)
+
+        def forward_y(args):
+            out = _call_forward(forward, *args)
+            return np.asarray(out[0], dtype=np.float64)
+
+        budget = Budget(full_fd_limit, directions, sampled)
+        for nm, arg, kind in [("dx", 0, "x"), ("dgamma", 1, "affine"), ("dbeta", 2, "affine")]:
+            if inputs[arg] is None or nm not in compared:
+                continue
+            shape = inputs[arg].shape
+            target = Target(nm, arg, kind, compared[nm].reshape(shape), getattr(bound, nm).reshape(shape))
+            try:
+                row = finite_difference_row(forward_y, inputs, dy64, target, ref_cache, fd_dtype, rng, budget)
+            except _Failed as exc:
+                row = Row(f"{nm} vs finite differences", False, detail=f"forward failed on a nearby input: {exc}")
+            restore()
+            fd_rows[nm] = report.add(row)
+
+    # identities that need no reference
+    if training and "dx" in compared:
+        report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, dy))
+
+    if explain and not report.passed:
+        diagnose.explain_report(report, compared, got, lay, ref_cache, dy, fd_rows, dtype)
+    return report
+
+
+def _shape_of(value) -> str:
+    return "None" if value is None else f"shape {np.shape(value)}"
+
+
+def _values(got, want):
+    """got as float64 in want's shape when its elements fit (a (1, D) dgamma for a (D,) one), else None."""
+    if got is None or want is None:
+        return None
+    try:
+        a = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.shape == want.shape:
+        return a
+    if a.size == want.size and tuple(d for d in a.shape if d != 1) == tuple(d for d in want.shape if d != 1):
+        return a.reshape(want.shape)
+    return None
+
+
+def _repeatable(grads, again, written: list[str]) -> Row:
     same = all(
         (a is None and b is None)
         or (a is not None and b is not None and np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
-        for a, b in zip((dx, dgamma, dbeta), again, strict=True)
+        for a, b in zip(grads, again, strict=True)
     )
-    report.add(
-        Row(
-            "backward repeatable",
-            same,
-            cause="" if same else "backward changes its cache or depends on state (or is nondeterministic)",
-        )
+    entries = ", ".join(written[:4]) + (" ..." if len(written) > 4 else "")
+    if same and not written:
+        return Row("backward repeatable", True)
+    if same:
+        return Row("backward repeatable", True, warn=True, where=f"backward writes into {entries}")
+    cause = (
+        f"backward writes into {entries}, so a second backward on the same cache gets another answer"
+        if written
+        else "backward depends on state outside its cache (or is nondeterministic)"
     )
+    return Row("backward repeatable", False, where=entries or "second call differs", cause=cause)
 
-    # against the staged graph
-    ref_y, ref_cache = staged.forward(
-        x, gamma, beta, norm=norm, eps=eps, num_groups=num_groups, normalized_shape=normalized_shape
-    )
-    ref = staged.backward(dy, ref_cache)
-    grads = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
-    checks = [("y", y, ref_y, "x"), ("dx", dx, ref["dx"], "x")]
-    if gamma is not None:
-        checks += [("dgamma", dgamma, ref["dgamma"], "affine"), ("dbeta", dbeta, ref["dbeta"], "affine")]
-    for nm, got, want, kind in checks:
-        row = report.add(_compare_row(f"{nm} vs staged graph", got, want, tol, lay, kind))
-        if not row.passed and got is not None and np.shape(got) == np.shape(want):
-            row.cause = mistakes.diagnose(nm, np.asarray(got), x, gamma, beta, dy, eps, lay, tol)
 
-    # against finite differences of the implementation's own forward
-    fd_dtype, fd_note = _fd_precision(impl, x, gamma, beta)
-    if fd_dtype != np.float64:
-        report.notes.append(fd_note)
-    dy64 = dy.astype(np.float64)
-    for nm, arg, kind in [("dx", 0, "x"), ("dgamma", 1, "affine"), ("dbeta", 2, "affine")]:
-        if inputs[arg] is None or grads[nm] is None:
+def _shapes(got: dict, lay: staged.Layout, x, gamma) -> Row:
+    problems, keepdims = [], []
+    for nm, a in got.items():
+        if nm in ("dgamma", "dbeta") and gamma is None:
+            if a is not None:
+                problems.append(f"{nm} should be None without gamma")
             continue
-        try:
-            report.add(
-                _fd_rows(
-                    impl,
-                    nm,
-                    arg,
-                    inputs,
-                    dy64,
-                    grads[nm],
-                    fd_dtype,
-                    tol,
-                    lay,
-                    kind,
-                    rng,
-                    (full_fd_limit, directions, sampled),
-                )
-            )
-        except Exception as exc:  # noqa: BLE001
-            report.add(Row(f"{nm} vs finite differences", False, detail=f"{type(exc).__name__}: {exc}"))
+        allowed = {tuple(x.shape)} if nm in ("y", "dx") else {tuple(lay.affine_shape), tuple(gamma.shape)}
+        shape = None if a is None else np.shape(a)
+        if shape not in allowed:
+            want = " or ".join(str(s) for s in sorted(allowed, key=len))
+            if a is not None and _values(a, np.zeros(next(iter(allowed)))) is not None:
+                problems.append(f"{nm} has shape {shape}, expected {want}")
+                keepdims.append(nm)
+            else:
+                problems.append(f"{nm}: {'None' if a is None else f'shape {shape}'}, expected {want}")
+    text = "; ".join(problems)
+    cause = ""
+    if keepdims:
+        cause = f"{' and '.join(keepdims)} {'have' if len(keepdims) > 1 else 'has'} the right values, kept in a shape "
+        cause += "with extra axes of size 1 (keepdims=True): return them in gamma's shape"
+    return Row("shapes", not problems, where=text[:80], detail=text if len(text) > 80 else "", cause=cause)
 
-    # identities that need no reference
-    if dx is not None and np.shape(dx) == x.shape:
-        report.rows.extend(_identity_rows(dx, ref_cache, lay, eps, tol, dy64, gamma))
-    return report
+
+def _dtypes(got: dict, dtype, strict: bool) -> Row:
+    """Outputs in x's dtype. float64 for float32 input costs nothing in accuracy: a warning (unless strict);
+    float32 for float64 input loses precision and fails."""
+    wider, narrower = [], []
+    for nm, a in got.items():
+        if a is None or not hasattr(a, "dtype"):
+            continue
+        if a.dtype != dtype:
+            (wider if np.dtype(a.dtype).itemsize > dtype.itemsize else narrower).append(f"{nm} is {a.dtype}")
+    text = "; ".join(narrower + wider) + (f" for {dtype} input" if narrower or wider else "")
+    if narrower or (wider and strict):
+        return Row("dtypes", False, where=text)
+    return Row("dtypes", True, warn=bool(wider), where=text)
+
+
+def _fd_precision(forward: Callable, x, gamma, beta) -> tuple[np.dtype, str]:
+    """The dtype the finite differences can be trusted at: float64 if forward keeps float64 input in float64."""
+    as64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta)]
+    try:
+        y64 = _call_forward(forward, *as64)[0]
+    except _Failed:
+        return np.dtype(x.dtype), f"forward does not take float64 input: finite differences in {x.dtype}"
+    if np.asarray(y64).dtype == np.float64:
+        return np.dtype(np.float64), ""
+    if x.dtype == np.float64:
+        return np.dtype(np.float64), "forward returns float32 for float64 input"
+    return np.dtype(np.float32), "forward computes in float32 whatever it is given: finite differences in float32"
+
+
+def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, bound, dy) -> list[Row]:
+    """Per statistics group: sum(dx) = 0 and sum(dx * xhat) = rstd * mean(g * xhat) * M * eps / (var + eps)."""
+    ax = lay.reduce_axes
+    dxv = np.asarray(dx, dtype=np.float64).reshape(lay.view_shape)
+    xhat = ref_cache["xhat"].reshape(lay.view_shape)
+    g = (np.asarray(dy, np.float64) * ref_cache["gamma"].reshape(lay.affine_broadcast)).reshape(lay.view_shape)
+    var, ivar = ref_cache["var"], ref_cache["ivar"]
+    eps_term = ivar * (g * xhat).mean(axis=ax, keepdims=True) * lay.count * eps / (var + eps)
+    rows = []
+    for check, value, expected, allowed in [
+        ("sum(dx) = 0 per group", dxv.sum(axis=ax, keepdims=True), np.zeros_like(eps_term), bound.sum_dx),
+        ("sum(dx * xhat) = eps term per group", (dxv * xhat).sum(axis=ax, keepdims=True), eps_term, bound.sum_dx_xhat),
+    ]:
+        flat = [a.reshape(-1) for a in (value, expected, allowed)]
+        rows.append(_compare(check, *flat, lay, "stats", index_shape=lay.stats_shape))
+    return rows

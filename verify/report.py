@@ -21,10 +21,18 @@ class Row:
     passed: bool
     max_abs: float | None = None  # max |ours - reference|
     rel: float | None = None  # cs231n rel_error: max |a - b| / max(1e-8, |a| + |b|)
-    where: str = ""  # the worst element and what it means, e.g. "[1, 3, 0] (n=1, channel 3)"
-    tolerance: str = ""  # e.g. "rtol 1e-05, atol 1e-05"
-    cause: str = ""  # the likely mistake, when the error matches a known one
-    detail: str = ""  # anything else worth saying (shapes, counts, step size)
+    where: str = ""  # the worst element and what it means, e.g. "[1, 3, 0] n=1, channel 3"
+    tol: float | None = None  # the tolerance at the worst element (the one furthest outside its own)
+    ratio: float | None = None  # error / tolerance at the worst element: above 1 fails
+    cause: str = ""  # the likely mistake, when a hypothesis reproduces the tensor
+    hypothesis: str = ""  # its changes, by key ("var_divisor=23+no_mean_path"), for programs
+    detail: str = ""  # anything else worth saying (shapes, counts, steps, exceptions)
+    estimate: float | None = None  # finite-difference rows: the error estimate at the worst element
+    warn: bool = False  # passed, but worth a look (printed WARN)
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if not self.passed else "WARN" if self.warn else "PASS"
 
 
 @dataclass
@@ -32,6 +40,7 @@ class Report:
     title: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    diagnosis: str = ""  # what the failures add up to, when the diagnosis found it
 
     @property
     def passed(self) -> bool:
@@ -45,11 +54,15 @@ class Report:
         self.rows.append(row)
         return row
 
+    def row(self, check: str) -> Row | None:
+        return next((r for r in self.rows if r.check == check), None)
+
     def to_dict(self) -> dict:
         return {
             "title": self.title,
             "passed": self.passed,
             "notes": list(self.notes),
+            "diagnosis": self.diagnosis,
             "rows": [asdict(r) for r in self.rows],
         }
 
@@ -62,23 +75,28 @@ class Report:
 
     def __str__(self) -> str:
         width = max([len(r.check) for r in self.rows] + [5])
-        tw = max([len(r.tolerance) for r in self.rows] + [9])
         lines = [
             f"{self.title}: {'PASS' if self.passed else 'FAIL'} "
             f"({len(self.rows) - len(self.failures)}/{len(self.rows)} checks pass)"
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        head = f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'tolerance':<{tw}}  result  where"
+        head = (
+            f"  {'check':<{width}}  {'max abs':>9}  {'rel err':>9}  {'allowed':>9}  {'err/allowed':>11}  result  where"
+        )
         lines += [head, "  " + "-" * (len(head) + 20)]
+        pad = f"  {'':<{width}}    "
         for r in self.rows:
+            ratio = f"{r.ratio:11.2g}" if r.ratio is not None else f"{'-':>11}"
             lines.append(
-                f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {r.tolerance:<{tw}}  "
-                f"{'PASS' if r.passed else 'FAIL':<6}  {'' if r.passed else r.where}".rstrip()
+                f"  {r.check:<{width}}  {_num(r.max_abs)}  {_num(r.rel)}  {_num(r.tol)}  {ratio}  "
+                f"{r.verdict:<6}  {r.where if r.verdict != 'PASS' else ''}".rstrip()
             )
-            if r.detail and not r.passed:
-                lines.append(f"  {'':<{width}}    {r.detail}")
+            if r.detail and r.verdict != "PASS":
+                lines.append(pad + r.detail)
             if r.cause:
-                lines.append(f"  {'':<{width}}    likely cause: {r.cause}")
+                lines.append(pad + f"likely cause: {r.cause}")
+        if self.diagnosis:
+            lines.append(f"  diagnosis: {self.diagnosis}")
         return "\n".join(lines)
 
 

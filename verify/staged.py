@@ -21,14 +21,21 @@ for the statistics and which axes are reduced:
     instance_norm  x (N, C, *spatial)                 2..                         (1, C, 1, ...)
     group_norm     x as (N, G, C // G * prod(spatial)) 2                          (1, C, 1, ...)
 
-Plain NumPy in float64, written to be read, not to be fast: it is the reference the kernels and the
-verifier are checked against.
+Each stage is one method of `Stages`, so a variant of the graph is the same graph with some stages
+replaced (`Stages.replace`): eval mode replaces mu and var by the running statistics, and the verifier's
+diagnosis (verify.diagnose) builds its hypotheses of what an implementation got wrong the same way.
+
+Plain NumPy, float64 unless asked otherwise, written to be read, not to be fast: it is the reference the
+kernels and the verifier are checked against.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -57,6 +64,11 @@ class Layout:
         """G for group norm (the view's second dim), else 0."""
         return self.view_shape[1] if self.norm == "group_norm" else 0
 
+    def regroup(self, view_shape: tuple, reduce_axes: tuple) -> Layout:
+        """The same layer with its statistics taken over another view of x (the affine is unchanged)."""
+        kept = tuple(d for a, d in enumerate(view_shape) if a not in reduce_axes)
+        return replace(self, view_shape=tuple(view_shape), reduce_axes=tuple(reduce_axes), stats_shape=kept)
+
     def describe(self, kind: str, index: tuple) -> str:
         """What an element means: kind "x" (x-shaped tensors), "stats" (mean, rstd) or "affine" (gamma...)."""
         index = tuple(int(i) for i in index)
@@ -76,23 +88,48 @@ class Layout:
             return f"row (n={n}, group {c})"
         return f"row (n={n}, group {c // (self.x_shape[1] // self.groups)}), channel {c}"
 
-    @property
+    @cached_property
     def affine_reduce_axes(self) -> tuple:
         """Axes of x summed for dgamma and dbeta: every axis gamma does not vary along."""
         pad = len(self.x_shape) - len(self.affine_broadcast)
         bshape = (1,) * pad + self.affine_broadcast
         return tuple(a for a, d in enumerate(bshape) if d == 1)  # a size-1 axis of x summed is unchanged
 
+    def stats_index(self) -> np.ndarray:
+        """For every element of x (x's shape), the flat index of its statistics group."""
+        kept = tuple(d if a not in self.reduce_axes else 1 for a, d in enumerate(self.view_shape))
+        ids = np.arange(math.prod(kept)).reshape(kept)
+        return np.broadcast_to(ids, self.view_shape).reshape(self.x_shape)
+
+
+def _normalized_shape(normalized_shape) -> tuple:
+    if normalized_shape is None:
+        raise ValueError("layer_norm needs normalized_shape: the trailing dims of x that are normalized")
+    if isinstance(normalized_shape, (int, np.integer)):
+        return (int(normalized_shape),)
+    try:
+        return tuple(int(d) for d in normalized_shape)
+    except TypeError:
+        raise TypeError(f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}") from None
+
 
 def layout(
     norm: str, x_shape: tuple, *, num_groups: int | None = None, normalized_shape: tuple | int | None = None
 ) -> Layout:
-    x_shape = tuple(x_shape)
+    """The Layout of `norm` on an x of this shape; ValueError naming what is missing or does not fit."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    x_shape = tuple(int(d) for d in x_shape)
     nd = len(x_shape)
     if norm == "layer_norm":
-        ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        ns = _normalized_shape(normalized_shape)
+        if not ns or nd < len(ns) or x_shape[nd - len(ns) :] != ns:
+            raise ValueError(f"normalized_shape={ns} must be the trailing dims of x, whose shape is {x_shape}")
         lead = x_shape[: nd - len(ns)]
         return Layout(norm, x_shape, x_shape, tuple(range(nd - len(ns), nd)), ns, ns, lead)
+    if nd < (3 if norm == "instance_norm" else 2):
+        want = "(N, C, *spatial)" if norm == "instance_norm" else "(N, C, *spatial) or (N, D)"
+        raise ValueError(f"{norm} takes x of shape {want}, got {x_shape}")
     n, c = x_shape[:2]
     spatial = (1,) * (nd - 2)
     channel = (1, c) + spatial
@@ -100,46 +137,174 @@ def layout(
         return Layout(norm, x_shape, x_shape, (0,) + tuple(range(2, nd)), (c,), channel, (c,))
     if norm == "instance_norm":
         return Layout(norm, x_shape, x_shape, tuple(range(2, nd)), (c,), channel, (n, c))
-    if norm == "group_norm":
-        g = num_groups
-        return Layout(norm, x_shape, (n, g, (c // g) * math.prod(x_shape[2:])), (2,), (c,), channel, (n, g))
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if num_groups is None:
+        raise ValueError("group_norm needs num_groups (cs231n's G)")
+    g = int(num_groups)
+    if g <= 0 or c % g:
+        raise ValueError(f"num_groups={num_groups} must be a positive divisor of the {c} channels of x")
+    return Layout(norm, x_shape, (n, g, (c // g) * math.prod(x_shape[2:])), (2,), (c,), channel, (n, g))
+
+
+class Stages:
+    """The stages of the graph, one method each, forward then backward, each the math of one line.
+
+    Inputs and outputs of the statistics stages (mu ... xhat, and divar ... dx) live in the statistics
+    view of x; gammax, out and the affine gradients live in x's own shape.
+    """
+
+    def __init__(self, lay: Layout, eps: float):
+        self.lay = lay
+        self.eps = eps
+        self.m = lay.count  # M, the divisor of every mean below
+
+    def replace(self, **stages) -> Stages:
+        """A copy of this graph with the named stages replaced by fn(self, *inputs) -> output."""
+        new = copy.copy(self)
+        for name, fn in stages.items():
+            if not callable(getattr(Stages, name, None)):
+                raise ValueError(f"no stage named {name!r}")
+            setattr(new, name, types.MethodType(fn, new))
+        return new
+
+    def sum(self, a):
+        """Sum over each statistics group, kept for broadcasting."""
+        return a.sum(axis=self.lay.reduce_axes, keepdims=True)
+
+    def sum_affine(self, a):
+        """Sum over every axis of x that gamma does not vary along, in gamma's shape."""
+        return a.sum(axis=self.lay.affine_reduce_axes).reshape(self.lay.affine_shape)
+
+    # forward
+    def mu(self, x):
+        return self.sum(x) / self.m
+
+    def xmu(self, x, mu):
+        return x - mu
+
+    def sq(self, xmu):
+        return xmu**2
+
+    def var(self, sq):
+        return self.sum(sq) / self.m
+
+    def sqrtvar(self, var):
+        return np.sqrt(var + self.eps)
+
+    def ivar(self, sqrtvar):
+        return 1.0 / sqrtvar
+
+    def xhat(self, xmu, ivar):
+        return xmu * ivar
+
+    def gammax(self, gamma, xhat):
+        return gamma * xhat
+
+    def out(self, gammax, beta):
+        return gammax + beta
+
+    # backward, each stage's gradient from the ones after it
+    def dbeta(self, dout):  # out = gammax + beta
+        return self.sum_affine(dout)
+
+    def dgamma(self, dgammax, xhat):  # gammax = gamma * xhat
+        return self.sum_affine(dgammax * xhat)
+
+    def dxhat(self, dgammax, gamma):
+        return dgammax * gamma
+
+    def divar(self, dxhat, xmu):  # xhat = xmu * ivar
+        return self.sum(dxhat * xmu)
+
+    def dxmu1(self, dxhat, ivar):
+        return dxhat * ivar
+
+    def dsqrtvar(self, divar, sqrtvar):  # ivar = 1 / sqrtvar
+        return -1.0 / sqrtvar**2 * divar
+
+    def dvar(self, dsqrtvar, var):  # sqrtvar = sqrt(var + eps)
+        return 0.5 / np.sqrt(var + self.eps) * dsqrtvar
+
+    def dsq(self, dvar, xmu):  # var = mean(sq)
+        return np.ones_like(xmu) / self.m * dvar
+
+    def dxmu2(self, dsq, xmu):  # sq = xmu ** 2
+        return 2.0 * xmu * dsq
+
+    def dx1(self, dxmu1, dxmu2):  # xmu = x - mu: the direct path
+        return dxmu1 + dxmu2
+
+    def dmu(self, dx1):  # ... and the path through mu
+        return -self.sum(dx1)
+
+    def dx2(self, dmu, xmu):  # mu = mean(x)
+        return np.ones_like(xmu) / self.m * dmu
+
+    def dx(self, dx1, dx2):
+        return dx1 + dx2
+
+
+def eval_mode(stages: Stages, running_mean, running_var) -> Stages:
+    """The graph normalizing with running statistics: mu and var are constants, so nothing flows back
+    through them (dx = dy * gamma * rstd)."""
+    shape = _stats_broadcast(stages.lay)
+    rm = np.asarray(running_mean, dtype=np.float64).reshape(shape)
+    rv = np.asarray(running_var, dtype=np.float64).reshape(shape)
+    return stages.replace(
+        mu=lambda s, x: rm.astype(x.dtype),
+        var=lambda s, sq: rv.astype(sq.dtype),
+        dvar=lambda s, dsqrtvar, var: np.zeros_like(dsqrtvar),
+        dmu=lambda s, dx1: np.zeros_like(s.sum(dx1)),
+    )
 
 
 def forward(
-    x, gamma=None, beta=None, *, norm: str, eps: float = 1e-5, num_groups: int | None = None, normalized_shape=None
+    x,
+    gamma=None,
+    beta=None,
+    *,
+    norm: str | None = None,
+    eps: float = 1e-5,
+    num_groups: int | None = None,
+    normalized_shape=None,
+    stages: Stages | None = None,
+    dtype=np.float64,
 ):
-    """Staged forward in float64. Returns (out, cache); cache holds every stage and the layout.
+    """Staged forward, in float64 unless dtype says otherwise. Returns (out, cache); cache holds every stage.
 
-    gamma/beta None mean no affine (gamma = 1, beta = 0). cache["mean"], cache["rstd"] have the kernels'
-    stats shape.
+    gamma/beta None mean no affine (gamma = 1, beta = 0); any shape with the affine's elements is taken
+    (cs231n's (1, C, 1, 1) among them). cache["mean"], cache["rstd"] have the kernels' stats shape. A
+    variant of the graph comes in as `stages` (which then also brings the layout and eps).
     """
-    lay = layout(norm, np.shape(x), num_groups=num_groups, normalized_shape=normalized_shape)
-    x = np.asarray(x, dtype=np.float64)
+    if stages is None:
+        lay = layout(norm, np.shape(x), num_groups=num_groups, normalized_shape=normalized_shape)
+        stages = Stages(lay, eps)
+    s, lay = stages, stages.lay
+    x = np.asarray(x, dtype=dtype)
     affine = gamma is not None
-    gamma = np.ones(lay.affine_shape) if gamma is None else np.asarray(gamma, dtype=np.float64)
-    beta = np.zeros(lay.affine_shape) if beta is None else np.asarray(beta, dtype=np.float64)
+    gamma = np.ones(lay.affine_shape, dtype) if gamma is None else np.asarray(gamma, dtype=dtype)
+    beta = np.zeros(lay.affine_shape, dtype) if beta is None else np.asarray(beta, dtype=dtype)
     gamma_b = gamma.reshape(lay.affine_broadcast)
     beta_b = beta.reshape(lay.affine_broadcast)
-    ax = lay.reduce_axes
 
     xv = x.reshape(lay.view_shape)
-    mu = xv.mean(axis=ax, keepdims=True)  # stats shape, kept for broadcasting
-    xmu = xv - mu
-    sq = xmu**2
-    var = sq.mean(axis=ax, keepdims=True)
-    sqrtvar = np.sqrt(var + eps)
-    ivar = 1.0 / sqrtvar
-    xhat = (xmu * ivar).reshape(lay.x_shape)
-    gammax = gamma_b * xhat
-    out = gammax + beta_b
+    mu = s.mu(xv)  # one per statistics group, kept for broadcasting
+    xmu = s.xmu(xv, mu)
+    sq = s.sq(xmu)
+    var = s.var(sq)
+    sqrtvar = s.sqrtvar(var)
+    ivar = s.ivar(sqrtvar)
+    xhat = s.xhat(xmu, ivar).reshape(lay.x_shape)
+    gammax = s.gammax(gamma_b, xhat)
+    out = s.out(gammax, beta_b)
 
     cache = dict(
         layout=lay,
+        stages=s,
         affine=affine,
-        eps=eps,
+        eps=s.eps,
         x=x,
-        gamma=gamma,
+        gamma=gamma.reshape(lay.affine_shape),
+        beta=beta.reshape(lay.affine_shape),
         mu=mu,
         xmu=xmu,
         sq=sq,
@@ -149,48 +314,41 @@ def forward(
         xhat=xhat,
         gammax=gammax,
         out=out,
-        mean=mu.reshape(lay.stats_shape),
-        rstd=ivar.reshape(lay.stats_shape),
+        mean=np.broadcast_to(mu, _stats_broadcast(lay)).reshape(lay.stats_shape),
+        rstd=np.broadcast_to(ivar, _stats_broadcast(lay)).reshape(lay.stats_shape),
     )
     return out, cache
 
 
+def _stats_broadcast(lay: Layout) -> tuple:
+    return tuple(1 if a in lay.reduce_axes else d for a, d in enumerate(lay.view_shape))
+
+
 def backward(dout, cache) -> dict:
-    """Staged backward in float64: every stage's gradient, with dx, dgamma, dbeta among them.
+    """Staged backward, in the forward's dtype: every stage's gradient, with dx, dgamma, dbeta among them.
 
     dgamma and dbeta are None when the forward had no affine.
     """
-    lay: Layout = cache["layout"]
-    ax = lay.reduce_axes
-    m = lay.count
-    dout = np.asarray(dout, dtype=np.float64)
+    s: Stages = cache["stages"]
+    lay = s.lay
+    dout = np.asarray(dout, dtype=cache["x"].dtype)
     gamma_b = cache["gamma"].reshape(lay.affine_broadcast)
-    xmu, ivar, sqrtvar, var, eps = cache["xmu"], cache["ivar"], cache["sqrtvar"], cache["var"], cache["eps"]
-    sum_affine = lay.affine_reduce_axes
+    xmu, ivar, sqrtvar, var = cache["xmu"], cache["ivar"], cache["sqrtvar"], cache["var"]
 
-    # out = gammax + beta
-    dbeta = dout.sum(axis=sum_affine).reshape(lay.affine_shape)
+    dbeta = s.dbeta(dout)
     dgammax = dout
-    # gammax = gamma * xhat
-    dgamma = (dgammax * cache["xhat"]).sum(axis=sum_affine).reshape(lay.affine_shape)
-    dxhat = (dgammax * gamma_b).reshape(lay.view_shape)
-    # xhat = xmu * ivar
-    divar = (dxhat * xmu).sum(axis=ax, keepdims=True)
-    dxmu1 = dxhat * ivar
-    # ivar = 1 / sqrtvar
-    dsqrtvar = -1.0 / sqrtvar**2 * divar
-    # sqrtvar = sqrt(var + eps)
-    dvar = 0.5 / np.sqrt(var + eps) * dsqrtvar
-    # var = mean(sq)
-    dsq = np.ones_like(xmu) / m * dvar
-    # sq = xmu ** 2
-    dxmu2 = 2.0 * xmu * dsq
-    # xmu = x - mu
-    dx1 = dxmu1 + dxmu2
-    dmu = -dx1.sum(axis=ax, keepdims=True)
-    # mu = mean(x)
-    dx2 = np.ones_like(xmu) / m * dmu
-    dx = (dx1 + dx2).reshape(lay.x_shape)
+    dgamma = s.dgamma(dgammax, cache["xhat"])
+    dxhat = s.dxhat(dgammax, gamma_b).reshape(lay.view_shape)
+    divar = s.divar(dxhat, xmu)
+    dxmu1 = s.dxmu1(dxhat, ivar)
+    dsqrtvar = s.dsqrtvar(divar, sqrtvar)
+    dvar = s.dvar(dsqrtvar, var)
+    dsq = s.dsq(dvar, xmu)
+    dxmu2 = s.dxmu2(dsq, xmu)
+    dx1 = s.dx1(dxmu1, dxmu2)
+    dmu = s.dmu(dx1)
+    dx2 = s.dx2(dmu, xmu)
+    dx = s.dx(dx1, dx2).reshape(lay.x_shape)
 
     if not cache["affine"]:
         dgamma = dbeta = None

@@ -1,0 +1,198 @@
+"""The finite-difference rows of verify.check: the implementation's analytic gradient against extrapolated
+central differences of its own forward, with steps and tolerances that follow the function.
+
+phi(t) = sum(dy * forward(x + t e_i)) for one element i of a statistics group with M values and
+sigma = sqrt(var + eps): moving x_i by t moves the group's variance to
+
+    var(t) + eps = (var + eps) + 2 t xmu_i / M + t**2 (M - 1) / M**2,
+
+a quadratic whose two roots (complex, or one double root when eps = 0) have |t| = sigma M / sqrt(M - 1),
+the product of the roots. rstd = (var + eps)**-1/2 and so phi are analytic in the disk of that radius R
+and nowhere beyond it: a group of two values (R = 2 sigma) or a channel with little spread needs a step
+that small, and a global step (cbrt(eps) * max|x|) is far too large there. The step is h = R * u**(1/5) at
+most R / 4 (`step_fraction`; a power of two, see verify.numerical.exact_step), so the Taylor terms of D(h)
+shrink by (h / R)**2 <= 1/16 an order and the Richardson estimate of verify.numerical is reliable. gamma and
+beta enter y linearly: any step is exact but for rounding, and h = max(1, |gamma_c|) / 4 keeps rounding small.
+
+A random direction v (large inputs) is drawn per group in units of sigma, v = z * sigma with z standard
+normal; var(t) + eps = sigma**2 (1 + 2 rho t + q t**2) with q the variance of z over the group, whose roots
+have |t| = 1 / sqrt(q): h = 1 / (4 sqrt(max q)). A direction is rounded so that x + t v is exact for the
+steps used.
+
+Tolerance of one comparison: the analytic side's own error bound (verify.bounds, for the dtype of the
+gradient under test) + 2 x the Richardson estimate + the rounding of phi (6 nu / h, with nu the bound on
+the rounding of sum(dy * y) in the forward's dtype over the elements a perturbation can change, plus the
+float64 sum itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bounds as error_bounds
+from .numerical import ROUNDING_GAIN, exact_step, richardson
+from .report import Row
+from .staged import Layout
+
+ESTIMATE_FACTOR = 2.0
+
+
+@dataclass
+class Target:
+    """What one finite-difference row differentiates: argument `arg` (0 x, 1 gamma, 2 beta) of forward."""
+
+    name: str  # "dx", "dgamma", "dbeta"
+    arg: int
+    kind: str  # "x" or "affine", for Layout.describe
+    analytic: np.ndarray  # the implementation's gradient, float64, in the argument's shape
+    bound: np.ndarray  # verify.bounds of the analytic gradient, same shape
+
+
+@dataclass
+class Budget:
+    full_limit: int  # every element up to this many
+    directions: int  # else this many random directions
+    sampled: int  # plus this many random elements
+
+
+def step_fraction(dtype) -> float:
+    """h / R: truncation of R(h/2) falls like (h / R)**4 and rounding grows like u / h, which balance near
+    h / R = u**(1/5) (0.036 for float32, 7e-4 for float64); never above 1/4, where the estimate stops being
+    reliable."""
+    return min(0.25, error_bounds.unit_roundoff(dtype) ** 0.2)
+
+
+def _element_steps(lay: Layout, ivar: np.ndarray, x: np.ndarray, dtype) -> np.ndarray:
+    """h per element of x: a fraction of the radius of analyticity of its group (see the module docstring)."""
+    m = max(lay.count, 2)
+    sigma = 1.0 / np.abs(ivar)
+    radius = sigma * m / np.sqrt(m - 1)
+    target = np.broadcast_to(radius * step_fraction(dtype), lay.view_shape).reshape(lay.x_shape)
+    return exact_step(target, x, dtype)
+
+
+def _noise_per_group(lay: Layout, y_bound: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """nu per element of x from the forward: the rounding of sum(dy * y) over its statistics group, the only
+    outputs that moving the element changes."""
+    group = (np.abs(dy) * y_bound).reshape(lay.view_shape).sum(axis=lay.reduce_axes, keepdims=True)
+    return np.broadcast_to(group, lay.view_shape).reshape(lay.x_shape)
+
+
+def finite_difference_row(
+    forward_y: Callable,
+    inputs: list,
+    dy: np.ndarray,
+    target: Target,
+    cache: dict,
+    fd_dtype,
+    rng: np.random.Generator,
+    budget: Budget,
+) -> Row:
+    """One row: target.analytic against finite differences of forward_y (a function of [x, gamma, beta] in
+    fd_dtype returning y as float64)."""
+    lay: Layout = cache["layout"]
+    check = f"{target.name} vs finite differences"
+    args = [None if a is None else np.array(a, dtype=fd_dtype) for a in inputs]
+    base = args[target.arg]
+    y0 = forward_y(args)
+    y_bound = error_bounds.bounds(cache, dy, fd_dtype).y
+    summed = error_bounds.roundings(dy.size) * error_bounds.unit_roundoff(np.float64) * float(np.sum(np.abs(dy * y0)))
+    noise_all = float(np.sum(np.abs(dy) * y_bound)) + summed  # nu when every group moves
+    if target.arg == 0:
+        steps = _element_steps(lay, cache["ivar"], base, fd_dtype)
+        noise = _noise_per_group(lay, y_bound, dy) + summed
+    else:
+        steps = exact_step(np.maximum(1.0, np.abs(base)) / 4, base, fd_dtype)
+        noise = np.full(base.shape, noise_all)
+
+    def phi_along(direction: np.ndarray) -> Callable[[float], float]:
+        def phi(t: float) -> float:
+            moved = list(args)
+            moved[target.arg] = (base + t * direction).astype(fd_dtype)
+            return float(np.sum(forward_y(moved) * dy))
+
+        return phi
+
+    def element(i: int) -> tuple[float, float, float]:
+        e = np.zeros(base.shape)
+        e.reshape(-1)[i] = 1.0
+        h = float(steps.reshape(-1)[i])
+        value, estimate = richardson(phi_along(e), h)
+        return value, estimate, ROUNDING_GAIN * float(noise.reshape(-1)[i]) / h
+
+    analytic = target.analytic
+    n = base.size
+    if n <= budget.full_limit:
+        picks, directions = np.arange(n), 0
+        detail = f"every element, steps from {steps.min():.1e} to {steps.max():.1e}"
+    else:
+        picks = rng.choice(n, size=min(budget.sampled, n), replace=False)
+        directions = budget.directions
+        detail = f"{directions} directions + {len(picks)} elements"
+
+    worst = None  # (excess, error, tolerance, estimate, where, rel)
+    for i in picks:
+        value, estimate, rounding = element(int(i))
+        exact = float(analytic.reshape(-1)[i])
+        tol = float(target.bound.reshape(-1)[i]) + ESTIMATE_FACTOR * estimate + rounding
+        err = abs(exact - value)
+        excess = err / tol if 0 < tol < np.inf else (np.inf if tol == 0 and err else 0.0)
+        if np.isnan(excess):
+            excess = np.inf
+        if worst is None or excess > worst[0]:
+            idx = np.unravel_index(int(i), lay.x_shape if target.kind == "x" else lay.affine_shape)
+            where = f"[{', '.join(map(str, idx))}] {lay.describe(target.kind, idx)}"
+            worst = (excess, err, tol, estimate, where, err / max(1e-8, abs(exact) + abs(value)))
+    for _ in range(directions):
+        v, h = _direction(lay, cache, base, fd_dtype, rng) if target.arg == 0 else _affine_direction(base, rng)
+        value, estimate = richardson(phi_along(v), h)
+        rounding = ROUNDING_GAIN * noise_all / h
+        exact = float(np.sum(analytic * v))
+        tol = float(np.sum(target.bound * np.abs(v))) + ESTIMATE_FACTOR * estimate + rounding
+        err = abs(exact - value)
+        excess = err / tol if 0 < tol < np.inf else (np.inf if tol == 0 and err else 0.0)
+        if np.isnan(excess):
+            excess = np.inf
+        if worst is None or excess > worst[0]:
+            worst = (excess, err, tol, estimate, "random direction", err / max(1e-8, abs(exact) + abs(value)))
+    if worst is None:
+        return Row(check, True, detail="nothing to check (empty input)")
+    excess, err, tol, estimate, where, rel = worst
+    return Row(
+        check,
+        bool(excess <= 1),
+        err,
+        rel,
+        where,
+        tol=tol,
+        ratio=float(excess),
+        estimate=estimate,
+        detail=f"{detail}; FD error estimate {estimate:.1e} at the worst element",
+    )
+
+
+def _direction(lay: Layout, cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, float]:
+    """A random direction in units of each group's sigma, rounded so that base + t v is exact; and its step."""
+    sigma = np.broadcast_to(1.0 / np.abs(cache["ivar"]), lay.view_shape)
+    z = rng.standard_normal(lay.view_shape)
+    q = z.var(axis=lay.reduce_axes)
+    h = float(exact_step(1.0 / (4.0 * np.sqrt(max(float(q.max(initial=0.0)), 1e-3))), 0.0, np.float64))
+    v = (z * sigma).reshape(lay.x_shape)
+    return _exact_direction(v, base, h, dtype), h
+
+
+def _affine_direction(base: np.ndarray, rng) -> tuple[np.ndarray, float]:
+    v = rng.standard_normal(base.shape) * np.maximum(1.0, np.abs(base))
+    return _exact_direction(v, base, 0.25, base.dtype), 0.25
+
+
+def _exact_direction(v: np.ndarray, base: np.ndarray, h: float, dtype) -> np.ndarray:
+    """v rounded to multiples of q / (h / 4), q = 16 ulps of |base| + |h v|: then base +- (h / 2**k) v, k <= 2,
+    are exact in dtype."""
+    q = 16 * np.spacing((np.abs(base) + np.abs(h * v)).astype(dtype)).astype(np.float64)
+    q = np.exp2(np.ceil(np.log2(q)))
+    unit = q / (h / 4)
+    return np.round(v / unit) * unit
