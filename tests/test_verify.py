@@ -1,4 +1,5 @@
-"""The verifier has teeth: planted bugs are flagged (most with their cause named); correct layers pass."""
+"""The verifier has teeth: planted bugs are flagged with their cause named; correct layers pass; a student's
+mistakes in calling it get clear errors and the checks that can still run, run."""
 
 import numpy as np
 import pytest
@@ -7,43 +8,58 @@ from implementations import BACKWARD_BUGS, FORWARD_BUGS, compact_layer, student_
 
 import verify
 from verify.cases import CASES, Case
-from verify.mistakes import MISTAKES
 
-BN = Case("batch_norm", (6, 3, 2, 2))
+BN = Case("batch_norm", (6, 3, 2, 2))  # M = 24 values per channel
 NORM_FOR_BUG = {
     "group_mod": Case("group_norm", (2, 6, 2, 2), num_groups=3),
     "instance_as_layer": Case("instance_norm", (2, 3, 4)),
 }
-CAUSES = {m.knob: m.cause for m in MISTAKES}
+# planted bug -> the hypothesis (verify.diagnose change keys) that must be named for it
+HYPOTHESIS = {
+    "subtract_sqrt": "subtract_sqrt",
+    "var_all_axes": "var_all_axes",
+    "unbiased_var": "var_divisor=23",
+    "eps_outside": "eps_outside",
+    "group_mod": "groups=c%G",
+    "instance_as_layer": "axes=(1, 2)",
+    "float32_path": "float32",
+    "no_1_over_m_mean": "mean_path_divisor=1",
+    "no_1_over_m_var": "var_path_divisor=1",
+    "dmu_sign": "dmu_sign",
+    "dsqrtvar_sign": "dsqrtvar_sign",
+    "no_factor_2": "no_factor_2",
+    "no_mean_path": "no_mean_path",
+    "no_var_path": "no_var_path",
+    "no_half": "no_half",
+    "bwd_unbiased": "var_path_divisor=23",
+    "swapped": "affine_grads_swapped",
+    "gamma_ignored": "gamma_missing_backward",
+    "dgamma_no_xhat": "dgamma_no_xhat",
+}
+ROW = {"modifies_input": "inputs unchanged by forward", "mutates_cache": "backward repeatable"}
 
 
-def _check(case, layer, dtype=np.float64, seed=0):
+def _check(case, layer, dtype=np.float64, seed=0, **kwargs):
     x, gamma, beta, _ = case.inputs(dtype, seed=seed)
-    return verify.check(*layer, norm=case.norm, x=x, gamma=gamma, beta=beta, **case.layout_kwargs)
+    return verify.check(*layer, norm=case.norm, x=x, gamma=gamma, beta=beta, **case.layout_kwargs, **kwargs)
 
 
 @pytest.mark.parametrize("bug", FORWARD_BUGS + BACKWARD_BUGS)
-def test_planted_bug_is_flagged(bug):
+def test_planted_bug_is_flagged_and_its_cause_named(bug):
     case = NORM_FOR_BUG.get(bug, BN)
     report = _check(case, student_layer(case.norm, bug, **case.layout_kwargs))
     assert not report.passed, f"{bug} went unnoticed:\n{report}"
-    if bug in CAUSES:  # the cause is named where the verifier knows the mistake
-        causes = " ".join(r.cause for r in report.failures)
-        assert CAUSES[bug] in causes, f"{bug}: expected cause {CAUSES[bug]!r}\n{report}"
+    if bug in ROW:
+        assert ROW[bug] in [r.check for r in report.failures], str(report)
+        return
+    named = {r.hypothesis for r in report.failures if r.hypothesis}
+    assert HYPOTHESIS[bug] in named, f"{bug}: expected {HYPOTHESIS[bug]!r}, named {named}\n{report}"
 
 
-@pytest.mark.parametrize("bug", ["modifies_input", "mutates_cache", "float32_path", "dgamma_no_xhat"])
-def test_bugs_outside_the_mistake_catalogue_fail_the_right_row(bug):
-    row = {
-        "modifies_input": "inputs unchanged by forward",
-        "mutates_cache": "backward repeatable",
-        "float32_path": "y vs staged graph",
-        "dgamma_no_xhat": "dgamma vs staged graph",
-    }[bug]
-    report = _check(BN, student_layer("batch_norm", bug))
-    assert row in [r.check for r in report.failures], str(report)
-    if bug == "float32_path":
-        assert "float32 precision" in next(r.cause for r in report.failures if r.check == row)
+def test_backward_cache_entry_that_changed_is_named():
+    report = _check(BN, student_layer("batch_norm", "mutates_cache"))
+    row = report.row("backward repeatable")
+    assert not row.passed and "cache['xmu']" in row.where and "writes into" in row.cause, str(report)
 
 
 @pytest.mark.parametrize("case", case_params([c for c in CASES if "small" in c.tags]))
@@ -65,6 +81,7 @@ def test_report_reads_and_serializes():
     assert "FAIL" in text and "dx vs staged graph" in text and "likely cause" in text
     as_dict = report.to_dict()
     assert as_dict["passed"] is False and len(as_dict["rows"]) == len(report.rows)
+    assert any(r["hypothesis"] == "no_mean_path" for r in as_dict["rows"])
     with pytest.raises(verify.GradcheckError, match="dx vs staged graph"):
         report.raise_if_failed()
 
@@ -75,12 +92,98 @@ def test_constant_gamma_is_replaced_and_said():
     assert report.passed and any("random gamma" in n for n in report.notes)
 
 
-def test_a_forward_that_raises_is_a_failed_row():
+def test_a_forward_that_raises_is_a_failed_row_with_its_line():
     def forward(x, gamma, beta):
         raise RuntimeError("boom")
 
     report = verify.check(forward, None, norm="layer_norm", x=np.ones((2, 3)), normalized_shape=3)
-    assert not report.passed and "boom" in report.failures[0].detail
+    row = report.failures[0]
+    assert not report.passed and "boom" in row.detail and "test_verify.py:" in row.detail and "raise" in row.detail
+
+
+def test_a_backward_that_raises_still_gets_its_forward_checked():
+    forward, backward = compact_layer("batch_norm")
+
+    def broken_backward(dy, cache):
+        return np.reshape(dy, (7, -1, 13)), None, None  # a reshape that cannot work
+
+    report = _check(BN, (forward, broken_backward))
+    row = report.row("backward runs")
+    assert row is not None and not row.passed
+    assert "ValueError" in row.detail and "test_verify.py:" in row.detail and "np.reshape" in row.detail
+    assert report.row("y vs staged graph").passed and report.row("dx vs staged graph") is None
+
+
+def test_a_forward_that_returns_none_is_said_so_and_nothing_else():
+    report = verify.check(lambda x, g, b: None, None, norm="batch_norm", x=np.ones((4, 3)))
+    assert [r.detail for r in report.failures] == ["forward returned None: it must return (y, cache)"]
+    assert not any("float32" in n for n in report.notes)
+
+
+def test_float64_outputs_for_float32_input_warn_unless_strict():
+    forward, backward = compact_layer("batch_norm")
+
+    def forward64(x, gamma, beta):
+        return forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64))
+
+    lenient = _check(BN, (forward64, backward), np.float32)
+    row = lenient.row("dtypes")
+    assert lenient.passed and row.warn and "float64 for float32 input" in row.where, str(lenient)
+    assert not _check(BN, (forward64, backward), np.float32, strict_dtype=True).passed
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(norm="group_norm"), "num_groups"),
+        (dict(norm="layer_norm"), "normalized_shape"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+        (dict(norm="group_norm", num_groups=4), "num_groups=4"),
+        (dict(norm="layer_norm", normalized_shape=(5,)), "normalized_shape=(5,)"),
+    ],
+)
+def test_a_missing_or_wrong_layout_argument_is_a_value_error_naming_it(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        verify.check(*compact_layer("batch_norm"), x=np.ones((2, 6, 3)), **kwargs)
+
+
+def test_cs231n_gamma_shape_is_taken_and_dgamma_in_that_shape_passes():
+    case = Case("group_norm", (2, 6, 2, 2), num_groups=2)
+    forward, backward = compact_layer("group_norm", num_groups=2)
+
+    def forward_1c11(x, gamma, beta):  # the older assignment's (1, C, 1, 1) affine, in and out
+        return forward(x, gamma.reshape(-1), beta.reshape(-1))
+
+    def backward_1c11(dy, cache):
+        dx, dgamma, dbeta = backward(dy, cache)
+        return dx, dgamma.reshape(1, -1, 1, 1), dbeta.reshape(1, -1, 1, 1)
+
+    x, gamma, beta, _ = case.inputs()
+    report = verify.check(
+        forward_1c11, backward_1c11, norm="group_norm", num_groups=2, x=x,
+        gamma=gamma.reshape(1, -1, 1, 1), beta=beta.reshape(1, -1, 1, 1),
+    )  # fmt: skip
+    assert report.passed, str(report)
+    with pytest.raises(ValueError, match="gamma of shape"):
+        verify.check(forward, backward, norm="group_norm", num_groups=2, x=x, gamma=gamma[:3], beta=beta)
+
+
+def test_eval_mode_is_checked_against_the_running_statistics():
+    x, gamma, beta, _ = BN.inputs()
+    rm, rv = np.linspace(-1, 1, 3), np.linspace(0.5, 2, 3)
+
+    def forward(x, gamma, beta, rv_used=rv):
+        shape = (1, -1, 1, 1)
+        rstd = 1 / np.sqrt(rv_used.reshape(shape) + 1e-5)
+        return gamma.reshape(shape) * (x - rm.reshape(shape)) * rstd + beta.reshape(shape), rstd
+
+    def backward(dy, rstd):
+        return dy * gamma.reshape(1, -1, 1, 1) * rstd, (dy * 0).sum((0, 2, 3)), dy.sum((0, 2, 3))
+
+    kwargs = dict(norm="batch_norm", x=x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv)
+    assert verify.check(forward, None, **kwargs).row("y vs staged graph").passed
+    wrong = verify.check(lambda x, g, b: forward(x, g, b, rv + 1), None, **kwargs)
+    assert not wrong.passed
 
 
 def test_large_inputs_use_directions_and_samples():

@@ -8,9 +8,18 @@ contract. The references are the float64 staged graph (verify.staged) and centra
 the implementation's own forward (verify.numerical_gradient).
 """
 
-from . import staged
+from . import cs231n, staged
 from .check import check
 from .numerical import directional_derivative, numerical_gradient
 from .report import GradcheckError, Report, Row
 
-__all__ = ["GradcheckError", "Report", "Row", "check", "directional_derivative", "numerical_gradient", "staged"]
+__all__ = [
+    "GradcheckError",
+    "Report",
+    "Row",
+    "check",
+    "cs231n",
+    "directional_derivative",
+    "numerical_gradient",
+    "staged",
+]

@@ -1,0 +1,975 @@
+"""Diagnosis: which mistake makes the staged graph produce the implementation's tensor?
+
+When a tensor disagrees with the reference, the verifier searches a space of hypotheses, each the staged
+graph of verify.staged with a few things changed (`Change`), and reports the simplest one that reproduces
+the implementation's tensor within the error bounds of verify.bounds. A hypothesis is built from the
+reference graph, never copied from it:
+
+    the statistics view    mean and variance over other axes of x or of a view students build: any other
+                           subset of the axes, channels grouped c % G, per (n, g, h, w), another G, the
+                           batch axis included, a reshape to (N*H*W, C) without moving C last (`View`)
+    a stage replaced       a divisor of the mean, of the variance or of the backward's 1/M terms (every
+                           product of dims, and M - 1), eps outside the square root or missing, a missing
+                           mean or variance path, a flipped sign, a lost factor, gamma missing or outside a
+                           sum, dgamma and dbeta over the wrong terms (`Stages.replace`)
+    the arithmetic         float32 for the whole graph, or for the backward alone
+    the layout of dy       the backward reshaping dy without moving C last while the forward did move it
+
+Single changes are tried first, then pairs (a view with a stage, or two stages); the first level that
+reproduces a tensor names the cause. When nothing does, the report says so and names the closest
+hypothesis with its residual, never as a cause. A forward explained by another layer whose backward passes
+the finite-difference rows is a *consistent* other layer, and the report says which.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import bounds as error_bounds
+from . import staged
+from .report import Report
+from .staged import Layout, Stages
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pieces of a hypothesis
+
+
+@dataclass(frozen=True)
+class View:
+    """x as the implementation arranged it: transposed by `order` (None: not), reshaped to layout.x_shape,
+    with the staged graph's statistics and affine taken in that arrangement."""
+
+    layout: Layout
+    order: tuple | None = None
+
+    def to_view(self, a: np.ndarray) -> np.ndarray:
+        a = a if self.order is None else a.transpose(self.order)
+        return a.reshape(self.layout.x_shape)
+
+    def from_view(self, a: np.ndarray, x_shape: tuple) -> np.ndarray:
+        if self.order is None:
+            return a.reshape(x_shape)
+        moved = tuple(x_shape[i] for i in self.order)
+        return a.reshape(moved).transpose(np.argsort(self.order))
+
+    def partition(self, x_shape: tuple) -> bytes:
+        """Which elements of x share statistics and which share gamma, as a canonical labelling: two views
+        with the same key compute the same layer."""
+        stats = self.from_view(self.layout.stats_index(), x_shape)
+        affine_ids = np.arange(math.prod(self.layout.affine_shape)).reshape(self.layout.affine_broadcast)
+        affine = self.from_view(np.broadcast_to(affine_ids, self.layout.x_shape), x_shape)
+        return _canonical(stats).tobytes() + b"|" + _canonical(affine).tobytes()
+
+
+def _canonical(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered by first appearance, so equal partitions give equal arrays."""
+    _, first, inverse = np.unique(labels.reshape(-1), return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))
+    return order[inverse]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing done differently from the staged graph."""
+
+    key: str  # short and unique, e.g. "var_divisor=23"
+    stage: str  # the stage it changes, as the report names it, e.g. "var = mean(sq)"
+    words: str  # what the implementation does, in a student's words
+    part: str  # "forward" (changes y, and the exact gradient with it) or "backward"
+    view: View | None = None
+    stages: dict = field(default_factory=dict)  # stage name -> fn(self, *inputs)
+    float32: str = ""  # "all" or "backward": that part computed in float32
+    dy_order: np.ndarray | None = None  # backward: dy's elements taken in this (flat) order, dx put back
+    post: Callable | None = None  # backward: a change of the returned dgamma/dbeta
+    prior: int = 50  # among equally simple hypotheses, lower is named first
+
+
+@dataclass
+class Context:
+    """The inputs the implementation was checked on, and what it returned."""
+
+    x: np.ndarray  # float64
+    gamma: np.ndarray | None  # float64, affine shape
+    beta: np.ndarray | None
+    dy: np.ndarray
+    eps: float
+    lay: Layout
+    dtype: np.dtype  # of the implementation's input
+    got: dict  # tensor -> float64 array in the reference's shape (y, dx, dgamma, dbeta)
+
+    @property
+    def reference(self) -> View:
+        return View(self.lay)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluating a hypothesis
+
+
+@dataclass
+class Outcome:
+    """A hypothesis evaluated: its tensors (x's or gamma's shape, float64), and on demand the error bounds a
+    correct implementation of that graph in the context's dtype would meet."""
+
+    tensors: dict
+    make_bounds: Callable[[], dict]
+    _bounds: dict | None = None
+
+    def bound(self, tensor: str) -> np.ndarray:
+        if self._bounds is None:
+            self._bounds = self.make_bounds()
+        return self._bounds[tensor]
+
+
+def _forward(ctx: Context, changes: tuple) -> tuple:
+    """The forward part of a hypothesis: (view, y in x's shape, cache, dtype)."""
+    view = next((c.view for c in changes if c.view is not None), ctx.reference)
+    stages = Stages(view.layout, ctx.eps)
+    overrides = {name: fn for c in changes for name, fn in c.stages.items()}
+    if overrides:
+        stages = stages.replace(**overrides)
+    dtype = np.float32 if any(c.float32 == "all" for c in changes) else np.float64
+    with np.errstate(all="ignore"):
+        y_v, cache = staged.forward(view.to_view(ctx.x), ctx.gamma, ctx.beta, stages=stages, dtype=dtype)
+    return view, view.from_view(np.asarray(y_v, np.float64), ctx.lay.x_shape), cache, dtype
+
+
+def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict | None = None) -> Outcome:
+    """The staged graph with these changes on the context's inputs: y (and dx, dgamma, dbeta)."""
+    memo = {} if memo is None else memo
+    forward = tuple(c for c in changes if c.part == "forward")
+    key = tuple(c.key for c in forward)
+    if key not in memo:
+        memo[key] = _forward(ctx, forward)
+    view, y, cache, dtype = memo[key]
+    x_shape = ctx.lay.x_shape
+    dy = ctx.dy
+    order = next((c.dy_order for c in changes if c.dy_order is not None), None)
+    if order is not None:
+        dy = dy.reshape(-1)[order].reshape(x_shape)
+    dy_v = view.to_view(dy)
+    bound_dtype = np.float32 if dtype == np.float32 else ctx.dtype
+    back = None
+    if order is not None:
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+
+    def unview(a):
+        a = view.from_view(np.asarray(a, np.float64), x_shape)
+        return a if back is None else a.reshape(-1)[back].reshape(x_shape)
+
+    def make_bounds():  # the same for every backward change on this forward and this dy
+        bkey = ("bounds", key, order is None)
+        if bkey not in memo:
+            with np.errstate(all="ignore"):
+                b = error_bounds.bounds(cache if dtype == np.float64 else _as64(cache), dy_v, bound_dtype)
+            memo[bkey] = {"y": view.from_view(b.y, x_shape), "dx": unview(b.dx), "dgamma": b.dgamma, "dbeta": b.dbeta}
+        return memo[bkey]
+
+    tensors = {"y": y}
+    if backward:
+        overrides = {name: fn for c in changes if c.part == "backward" for name, fn in c.stages.items()}
+        run = dict(cache, stages=cache["stages"].replace(**overrides)) if overrides else cache
+        if any(c.float32 == "backward" for c in changes):
+            run = _as32(run)
+        with np.errstate(all="ignore"):
+            grads = staged.backward(dy_v, run)
+        tensors["dx"] = unview(grads["dx"])
+        for nm in ("dgamma", "dbeta"):
+            tensors[nm] = None if grads[nm] is None else np.asarray(grads[nm], np.float64)
+        for c in changes:
+            if c.post is not None:
+                tensors = c.post(tensors)
+    return Outcome(tensors, make_bounds)
+
+
+def _as64(cache: dict) -> dict:
+    return {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v for k, v in cache.items()}
+
+
+def _as32(cache: dict) -> dict:
+    return {k: v.astype(np.float32) if isinstance(v, np.ndarray) else v for k, v in cache.items()}
+
+
+def residual(got, outcome: Outcome, tensor: str, screen: float) -> tuple[float, float]:
+    """(max error / bound, max error / max|want|) of a hypothesis against a tensor: the first at most 1 is a
+    match; the second says how close a non-match came. The bounds are computed only for near misses, those
+    within `screen` of the tensor's scale."""
+    want = outcome.tensors.get(tensor)
+    if got is None or want is None or np.shape(got) != np.shape(want):
+        return np.inf, np.inf
+    with np.errstate(all="ignore"):
+        err = np.abs(got - want)
+        err = np.where(np.isnan(got) & np.isnan(want), 0.0, err)
+        scale = float(np.nanmax(np.abs(want), initial=0.0))
+        if np.isnan(err).any():
+            return np.inf, np.inf
+        rel = float(err.max(initial=0.0)) / max(scale, np.finfo(np.float64).tiny)
+        if rel > screen:
+            return np.inf, rel
+        bound = outcome.bound(tensor)
+        ratio = np.where((err == 0) | np.isposinf(bound), 0.0, err / bound)
+    if np.isnan(ratio).any():
+        return np.inf, rel
+    return float(ratio.max(initial=0.0)), rel
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The space of hypotheses
+
+
+def axis_names(lay: Layout) -> tuple:
+    """Names of x's axes in the report: (N, D), (N, C, L), (N, C, H, W), (N, C, D, H, W), else axis k."""
+    names = {2: ("N", "D"), 3: ("N", "C", "L"), 4: ("N", "C", "H", "W"), 5: ("N", "C", "D", "H", "W")}
+    nd = len(lay.x_shape)
+    if lay.norm == "layer_norm" and nd > 2:
+        return tuple(f"axis {i}" for i in range(nd))
+    return names.get(nd, ("N", "C") + tuple(f"S{i}" for i in range(nd - 2)))
+
+
+def _axes_words(lay: Layout, axes) -> str:
+    names = axis_names(lay)
+    return "(" + ", ".join(names[a] for a in axes) + ")"
+
+
+def _per(lay: Layout, kept) -> str:
+    """'per channel', 'per sample', 'per (sample, channel)', 'per (n, h, w)' for the axes kept."""
+    kept = tuple(kept)
+    if lay.norm != "layer_norm" and kept in ((1,), (0,), (0, 1)):
+        return {(1,): "per channel", (0,): "per sample", (0, 1): "per (sample, channel)"}[kept]
+    if not kept:
+        return "over the whole tensor"
+    names = axis_names(lay)
+    return "per (" + ", ".join(names[a].lower() for a in kept) + ")"
+
+
+def describe_statistics(lay: Layout) -> str:
+    """'statistics per channel over (N, H, W)' for the reference layouts."""
+    nd = len(lay.x_shape)
+    if lay.norm == "group_norm":
+        per_group = lay.x_shape[1] // lay.groups
+        return f"statistics per (sample, group of {per_group} channels) over the group's channels and " + (
+            _axes_words(lay, range(2, nd)) if nd > 2 else "nothing else"
+        )
+    kept = [a for a in range(nd) if a not in lay.reduce_axes]
+    return f"statistics {_per(lay, kept)} over {_axes_words(lay, lay.reduce_axes)}"
+
+
+def _norm_name(lay: Layout) -> str:
+    if lay.norm == "group_norm":
+        return f"group norm with G={lay.groups}"
+    if lay.norm == "layer_norm":
+        return f"layer norm over the last {len(lay.affine_shape)} dim(s)"
+    return lay.norm.replace("_", " ")
+
+
+def _known_norm(x_shape: tuple, partition: bytes, affine_ok: bool) -> str:
+    """The name of a standard norm whose statistics these are, or ''."""
+    nd = len(x_shape)
+    candidates = []
+    if nd >= 2:
+        candidates.append(("batch norm", staged.layout("batch_norm", x_shape)))
+        candidates.append(
+            (f"layer norm over {x_shape[1:]}", staged.layout("layer_norm", x_shape, normalized_shape=x_shape[1:]))
+        )
+    if nd >= 3:
+        candidates.append(("instance norm", staged.layout("instance_norm", x_shape)))
+    if nd >= 2:
+        c = x_shape[1]
+        for g in range(2, c):
+            if c % g == 0:
+                candidates.append((f"group norm with G={g}", staged.layout("group_norm", x_shape, num_groups=g)))
+    for name, lay in candidates:
+        stats = View(lay).partition(x_shape).split(b"|")[0]
+        if stats == partition.split(b"|")[0] and affine_ok:
+            return name
+    return ""
+
+
+def _divisors(lay: Layout) -> dict:
+    """Every count a student might divide by instead of M: products of dims of x and of the statistics view,
+    and M - 1. value -> words."""
+    names = axis_names(lay)
+    out = {}
+    for k in range(1, len(lay.x_shape) + 1):
+        for axes in itertools.combinations(range(len(lay.x_shape)), k):
+            d = math.prod(lay.x_shape[a] for a in axes)
+            out.setdefault(d, "*".join(names[a] for a in axes) + f" = {d}")
+    if lay.norm == "group_norm":
+        n, g, rest = lay.view_shape
+        out.setdefault(g, f"G = {g}")
+        out.setdefault(lay.x_shape[1] // g, f"C/G = {lay.x_shape[1] // g}")
+        out.setdefault(n * rest, f"N*C/G*... = {n * rest}")
+    m = lay.count
+    out[m - 1] = f"M - 1 = {m - 1}"
+    out.pop(m, None)
+    return {d: w for d, w in out.items() if d > 0}
+
+
+def view_changes(lay: Layout) -> list[Change]:
+    """Statistics over another arrangement of x, each a distinct layer (duplicates and the reference dropped)."""
+    x_shape = lay.x_shape
+    nd = len(x_shape)
+    found: list[tuple[str, str, View, int]] = []
+    names = axis_names(lay)
+    # statistics over any other subset of x's axes, gamma as the norm's
+    for k in range(1, nd + 1):
+        for axes in itertools.combinations(range(nd), k):
+            kept = [a for a in range(nd) if a not in axes]
+            per = _per(lay, kept)
+            words = f"mean and variance {per} over {_axes_words(lay, axes)}" if kept else f"mean and variance {per}"
+            found.append((f"axes={axes}", words, View(lay.regroup(x_shape, axes)), 20))
+    if nd >= 2 and lay.norm != "layer_norm":
+        n, c = x_shape[:2]
+        spatial = math.prod(x_shape[2:])
+        if lay.norm == "group_norm":
+            g = lay.groups
+            cg = c // g
+            found.append(
+                (
+                    "groups=c%G",
+                    f"channels grouped as c % G (a reshape to (N, C/G, G, ...)) instead of {g} consecutive groups",
+                    View(lay.regroup((n, cg, g, spatial), (1, 3))),
+                    5,
+                )
+            )
+            found.append(
+                (
+                    "groups=per_position",
+                    "mean and variance per (n, group, position): over the group's channels only, not its H, W",
+                    View(lay.regroup((n, g, cg, spatial), (2,))),
+                    8,
+                )
+            )
+            found.append(
+                (
+                    "groups=with_batch",
+                    "the batch axis included: statistics per group over (N, the group's channels, H, W)",
+                    View(lay.regroup((n, g, cg * spatial), (0, 2))),
+                    12,
+                )
+            )
+        for g2 in range(1, c + 1):
+            if c % g2 == 0 and g2 != lay.groups:
+                found.append(
+                    (
+                        f"groups={g2}",
+                        f"{g2} groups of {c // g2} channels",
+                        View(lay.regroup((n, g2, c // g2 * spatial), (2,))),
+                        15,
+                    )
+                )
+        if nd >= 3:
+            # students' reshapes: x.reshape(N*H*W, C) without moving C last, gamma along that view's last axis
+            flat = (n * spatial, c)
+            found.append(
+                (
+                    "view=(NHW,C) unmoved",
+                    f"x reshaped to (N*{'*'.join(names[2:])}, C) without moving C last (transpose(0, 2, 3, 1) first)",
+                    View(staged.layout("batch_norm", flat)),
+                    3,
+                )
+            )
+            found.append(
+                (
+                    "view=(C,NHW) unmoved",
+                    f"x reshaped to (C, N*{'*'.join(names[2:])}) without moving C first",
+                    View(Layout(lay.norm, (c, n * spatial), (c, n * spatial), (1,), (c,), (c, 1), (c,))),
+                    6,
+                )
+            )
+    reference = View(lay).partition(x_shape)
+    seen = {reference}
+    changes = []
+    for key, words, view, prior in found:
+        part = view.partition(x_shape)
+        if part in seen:
+            continue
+        seen.add(part)
+        known = _known_norm(x_shape, part, view.order is None and view.layout.affine_broadcast == lay.affine_broadcast)
+        if known and known != _norm_name(lay):
+            words += f": that is {known}"
+        changes.append(Change(key, "mu and var, the statistics", words, "forward", view=view, prior=prior))
+    return changes
+
+
+def _sum_affine_over(axes):
+    def fn(s, a):
+        return a.sum(axis=axes)
+
+    return fn
+
+
+def forward_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """A stage of the forward done differently."""
+    m = lay.count
+    gamma = np.ones(lay.affine_shape) if ctx.gamma is None else ctx.gamma
+    beta = np.zeros(lay.affine_shape) if ctx.beta is None else ctx.beta
+    out = []
+    for d, words in _divisors(lay).items():
+        out.append(
+            Change(
+                f"mean_divisor={d}",
+                "mu = mean(x)",
+                f"the mean divides the sum by {words} instead of M = {m}",
+                "forward",
+                stages={"mu": lambda s, x, d=d: s.sum(x) / d},
+                prior=30,
+            )
+        )
+        unbiased = d == m - 1
+        out.append(
+            Change(
+                f"var_divisor={d}",
+                "var = mean(sq)",
+                f"the variance divides by {words}"
+                + (": the unbiased variance (np.var(ddof=1)); normalization uses the biased one" if unbiased else "")
+                + f" instead of M = {m}",
+                "forward",
+                stages={"var": lambda s, sq, d=d: s.sum(sq) / d},
+                prior=10 if unbiased else 30,
+            )
+        )
+    out += [
+        Change(
+            "eps_outside",
+            "sqrtvar = sqrt(var + eps)",
+            "eps is added outside the square root: 1 / (sqrt(var) + eps), as with np.std(x) + eps",
+            "forward",
+            stages={"sqrtvar": lambda s, var: np.sqrt(var) + s.eps},
+            prior=5,
+        ),
+        Change(
+            "eps_missing",
+            "sqrtvar = sqrt(var + eps)",
+            "eps is missing: 1 / sqrt(var)",
+            "forward",
+            stages={"sqrtvar": lambda s, var: np.sqrt(var)},
+            prior=8,
+        ),
+        Change(
+            "no_centering",
+            "xmu = x - mu",
+            "x is not centred: the mean is never subtracted",
+            "forward",
+            stages={"xmu": lambda s, x, mu: x + 0.0 * mu},
+            prior=25,
+        ),
+        Change(
+            "subtract_sqrt",
+            "xhat = xmu * ivar",
+            "sqrt(var + eps) is subtracted instead of divided by",
+            "forward",
+            stages={"xhat": lambda s, xmu, ivar: xmu - 1.0 / ivar},
+            prior=40,
+        ),
+        Change(
+            "var_all_axes",
+            "var = mean(sq)",
+            "the variance is taken over every element of x, not per statistics group",
+            "forward",
+            stages={"var": lambda s, sq: np.full_like(s.sum(sq), sq.mean())},
+            prior=35,
+        ),
+        Change(
+            "gamma_missing_forward",
+            "gammax = gamma * xhat",
+            "gamma is never applied in the forward",
+            "forward",
+            stages={"gammax": lambda s, gamma, xhat: xhat + 0.0 * gamma},
+            prior=20,
+        ),
+        Change(
+            "affine_swapped",
+            "out = gammax + beta",
+            "gamma and beta are swapped: beta * xhat + gamma",
+            "forward",
+            stages={
+                "gammax": lambda s, g, xhat: beta.reshape(s.lay.affine_broadcast) * xhat,
+                "out": lambda s, gammax, b: gammax + gamma.reshape(s.lay.affine_broadcast),
+            },
+            prior=40,
+        ),
+        Change(
+            "float32",
+            "every stage",
+            "the arithmetic is done in float32 (an astype(np.float32) or a float32 constant)",
+            "forward",
+            float32="all",
+            prior=15,
+        ),
+    ]
+    return out
+
+
+def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """A stage of the backward done differently."""
+    m = lay.count
+    out = []
+    for d, words in {**_divisors(lay), 1: "1 (no division)"}.items():
+        missing = d == 1
+        out.append(
+            Change(
+                f"mean_path_divisor={d}",
+                "dx2 = dmu / M, the backward of mu = mean(x)",
+                ("the 1/M is missing" if missing else f"divides by {words} instead of M = {m}"),
+                "backward",
+                stages={"dx2": lambda s, dmu, xmu, d=d: np.ones_like(xmu) / d * dmu},
+                prior=10 if missing else 20,
+            )
+        )
+        out.append(
+            Change(
+                f"var_path_divisor={d}",
+                "dsq = dvar / M, the backward of var = mean(sq)",
+                ("the 1/M is missing" if missing else f"divides by {words} instead of M = {m}"),
+                "backward",
+                stages={"dsq": lambda s, dvar, xmu, d=d: np.ones_like(xmu) / d * dvar},
+                prior=10 if missing else 20,
+            )
+        )
+        if not missing:
+            out.append(
+                Change(
+                    f"backward_divisor={d}",
+                    "dsq and dx2, the backward's 1/M terms",
+                    f"both 1/M terms of the backward divide by {words} instead of M = {m}",
+                    "backward",
+                    stages={
+                        "dx2": lambda s, dmu, xmu, d=d: np.ones_like(xmu) / d * dmu,
+                        "dsq": lambda s, dvar, xmu, d=d: np.ones_like(xmu) / d * dvar,
+                    },
+                    prior=8,
+                )
+            )
+    view = lay.view_shape
+    names = axis_names(lay) if view == lay.x_shape else tuple(f"axis {i}" for i in range(len(view)))
+    for k in range(1, len(view) + 1):
+        for axes in itertools.combinations(range(len(view)), k):
+            if axes == tuple(lay.reduce_axes):
+                continue
+            words = "(" + ", ".join(names[a] for a in axes) + ")"
+            out.append(
+                Change(
+                    f"backward_axes={axes}",
+                    "divar and dmu, the backward's sums over each group",
+                    f"the backward's sums run over {words} instead of {_axes_words(lay, lay.reduce_axes)}"
+                    if view == lay.x_shape
+                    else f"the backward's sums run over the view's {words}",
+                    "backward",
+                    stages={
+                        "divar": lambda s, dxhat, xmu, axes=axes: (dxhat * xmu).sum(axis=axes, keepdims=True),
+                        "dmu": lambda s, dx1, axes=axes: -dx1.sum(axis=axes, keepdims=True),
+                    },
+                    prior=12,
+                )
+            )
+    zero_dvar = {"dvar": lambda s, dsqrtvar, var: np.zeros_like(dsqrtvar)}
+    zero_dx2 = {"dx2": lambda s, dmu, xmu: np.zeros_like(xmu)}
+    out += [
+        Change(
+            "no_mean_path",
+            "dx2, the path through mu",
+            "dx is missing the mean path: the gradient through mu = mean(x) is never added",
+            "backward",
+            stages=zero_dx2,
+            prior=2,
+        ),
+        Change(
+            "no_var_path",
+            "dvar, the path through var",
+            "dx is missing the variance path: the gradient through var is never added",
+            "backward",
+            stages=zero_dvar,
+            prior=2,
+        ),
+        Change(
+            "no_stats_paths",
+            "dx = dxhat * ivar",
+            "dx stops at xhat: dx = dy * gamma * rstd, as if mean and variance were constants (the backward "
+            "is unfinished, or it is eval mode's gradient)",
+            "backward",
+            stages={**zero_dvar, **zero_dx2},
+            prior=1,
+        ),
+        Change(
+            "dmu_sign",
+            "dmu = -sum(dx1)",
+            "the sign of the path through mu is flipped",
+            "backward",
+            stages={"dx": lambda s, dx1, dx2: dx1 - dx2},
+            prior=15,
+        ),
+        Change(
+            "dsqrtvar_sign",
+            "dsqrtvar = -divar / sqrtvar**2",
+            "the sign of the backward of ivar = 1 / sqrtvar is flipped",
+            "backward",
+            stages={"dsqrtvar": lambda s, divar, sqrtvar: divar / sqrtvar**2},
+            prior=15,
+        ),
+        Change(
+            "dsqrtvar_power",
+            "dsqrtvar = -divar / sqrtvar**2",
+            "the backward of ivar = 1 / sqrtvar divides by sqrtvar instead of sqrtvar**2",
+            "backward",
+            stages={"dsqrtvar": lambda s, divar, sqrtvar: -divar / sqrtvar},
+            prior=25,
+        ),
+        Change(
+            "dvar_exponent",
+            "dvar = -0.5 * divar * (var + eps)**-1.5",
+            "the exponent is -0.5 where it must be -1.5",
+            "backward",
+            stages={"dvar": lambda s, dsqrtvar, var: 0.5 * np.sqrt(var + s.eps) * dsqrtvar},
+            prior=20,
+        ),
+        Change(
+            "no_factor_2",
+            "dxmu2 = 2 * xmu * dsq",
+            "the factor 2 from sq = xmu**2 is missing",
+            "backward",
+            stages={"dxmu2": lambda s, dsq, xmu: xmu * dsq},
+            prior=15,
+        ),
+        Change(
+            "no_half",
+            "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
+            "the factor 1/2 from the square root is missing",
+            "backward",
+            stages={"dvar": lambda s, dsqrtvar, var: 1.0 / np.sqrt(var + s.eps) * dsqrtvar},
+            prior=15,
+        ),
+        Change(
+            "eps_outside_backward",
+            "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
+            "eps is outside the square root in the backward: sqrt(var) + eps",
+            "backward",
+            stages={
+                "dsqrtvar": lambda s, divar, sqrtvar: -1.0 / (np.sqrt(sqrtvar**2 - s.eps) + s.eps) ** 2 * divar,
+                "dxmu1": lambda s, dxhat, ivar: dxhat / (np.sqrt(1.0 / ivar**2 - s.eps) + s.eps),
+            },
+            prior=30,
+        ),
+        Change(
+            "gamma_missing_backward",
+            "dxhat = dy * gamma",
+            "gamma is missing in the backward: dxhat = dy",
+            "backward",
+            stages={"dxhat": lambda s, dgammax, gamma: dgammax + 0.0 * gamma},
+            prior=3,
+        ),
+        Change(
+            "dgamma_no_xhat",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dy alone, without xhat",
+            "backward",
+            stages={"dgamma": lambda s, dgammax, xhat: s.sum_affine(dgammax)},
+            prior=10,
+        ),
+        Change(
+            "dgamma_times_gamma",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dxhat * xhat with dxhat = dy * gamma: gamma is multiplied in once too often",
+            "backward",
+            stages={"dgamma": lambda s, dgammax, xhat: s.sum_affine(dgammax * xhat * _gamma_b(s, ctx.gamma))},
+            prior=12,
+        ),
+        Change(
+            "dgamma_x",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dy * x instead of dy * xhat",
+            "backward",
+            stages={"dgamma": lambda s, dgammax, xhat: s.sum_affine(dgammax * ctx.x.reshape(dgammax.shape))},
+            prior=20,
+        ),
+        Change(
+            "affine_grads_swapped",
+            "dgamma, dbeta",
+            "dgamma and dbeta are swapped",
+            "backward",
+            post=lambda out: {**out, "dgamma": out["dbeta"], "dbeta": out["dgamma"]},
+            prior=10,
+        ),
+        Change(
+            "float32_backward",
+            "the backward",
+            "the backward is computed in float32",
+            "backward",
+            float32="backward",
+            prior=15,
+        ),
+        Change(
+            "dx_is_dxhat",
+            "dx",
+            "dx is dy * gamma: the backward stops before ivar and the statistics",
+            "backward",
+            stages={**zero_dvar, **zero_dx2, "dxmu1": lambda s, dxhat, ivar: dxhat + 0.0 * ivar},
+            prior=5,
+        ),
+    ]
+    if lay.norm == "layer_norm":  # gamma varies inside a row: pulling it out of the row sums is a mistake
+        out.append(
+            Change(
+                "gamma_outside_sum",
+                "dxhat = dy * gamma",
+                "gamma multiplies dx after the row sums instead of dy inside them: "
+                "gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))",
+                "backward",
+                stages={
+                    "dxhat": lambda s, dgammax, gamma: dgammax + 0.0 * gamma,
+                    "dx": lambda s, dx1, dx2: (dx1 + dx2) * _gamma_in_view(s, ctx.gamma),
+                },
+                prior=5,
+            )
+        )
+    if len(lay.x_shape) >= 3 and lay.norm == "batch_norm":
+        out.append(_dy_unmoved(lay))
+    return out
+
+
+def _gamma_b(s: Stages, gamma) -> np.ndarray:
+    """gamma (or ones) shaped to broadcast against x."""
+    return (np.ones(s.lay.affine_shape) if gamma is None else gamma).reshape(s.lay.affine_broadcast)
+
+
+def _gamma_in_view(s: Stages, gamma) -> np.ndarray:
+    """gamma (or ones) broadcast to x and arranged as the statistics view."""
+    lay = s.lay
+    gamma = np.ones(lay.affine_shape) if gamma is None else gamma
+    return np.broadcast_to(gamma.reshape(lay.affine_broadcast), lay.x_shape).reshape(lay.view_shape)
+
+
+def _dy_unmoved(lay: Layout) -> Change:
+    """The forward moved C last before reshaping to (N*H*W, C); the backward reshaped dy without moving it:
+    dy's elements meet the wrong xhat. As a permutation of x: dy is read in the order Q = T^-1 R."""
+    n, c = lay.x_shape[:2]
+    moved = (n,) + lay.x_shape[2:] + (c,)
+    order = tuple([0] + list(range(2, len(lay.x_shape))) + [1])
+    ids = np.arange(math.prod(lay.x_shape))
+    # the (N*S, C) matrix the backward builds from dy: R(dy) = dy.reshape(-1, C); the forward's T(x) =
+    # x.transpose(order).reshape(-1, C). x-space element j meets dy element Q[j] with T(Q) = R(ids).
+    q = ids.reshape(-1, c).reshape(moved).transpose(np.argsort(order)).reshape(-1)
+    return Change(
+        "dy_unmoved",
+        "the backward's reshape of dy",
+        "the backward reshapes dy to (N*H*W, C) without moving C last, while the forward moved it: dy meets "
+        "the wrong elements of xhat",
+        "backward",
+        dy_order=q,
+        prior=3,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The search
+
+
+@dataclass
+class Finding:
+    tensor: str
+    changes: tuple  # the hypothesis that reproduces the tensor; () if none
+    alternatives: list  # other hypotheses as simple that also do
+    closest: tuple  # when nothing does: the nearest hypothesis
+    closest_residual: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.changes)
+
+
+class _Search:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.views = view_changes(ctx.lay)
+        self.forward = forward_changes(ctx.lay, ctx)
+        self.backward = backward_changes(ctx.lay, ctx)
+        self._forwards: dict[tuple, tuple] = {}
+        self._outcomes: dict[tuple, Outcome | None] = {}
+        self._screens: dict[tuple, float] = {}
+
+    def screen(self, tensor: str, float32: bool) -> float:
+        """How far (relative to its scale) a hypothesis may be from a tensor and still be bounded: 1000 times
+        the reference's own relative bound, so conditioning that differs between hypotheses is covered."""
+        key = (tensor, float32)
+        if key not in self._screens:
+            ref = evaluate(self.ctx, (Change("float32", "", "", "forward", float32="all"),) if float32 else ())
+            want = ref.tensors.get(tensor)
+            scale = float(np.nanmax(np.abs(want), initial=0.0)) if want is not None else 0.0
+            bound = float(np.nanmax(ref.bound(tensor), initial=np.inf)) if want is not None else np.inf
+            self._screens[key] = 1.0 if not scale or not np.isfinite(bound) else min(1.0, 1000 * bound / scale)
+        return self._screens[key]
+
+    def run(self, changes: tuple, backward: bool) -> Outcome | None:
+        key = (tuple(c.key for c in changes), backward)
+        if key not in self._outcomes:
+            try:
+                self._outcomes[key] = evaluate(self.ctx, changes, backward=backward, memo=self._forwards)
+            except (ValueError, FloatingPointError, IndexError):
+                self._outcomes[key] = None  # a combination that does not fit this input's shapes
+        return self._outcomes[key]
+
+    def match(self, tensors: tuple, candidates, backward: bool):
+        """The first level of candidates (an iterable of lists of hypotheses) where some hypothesis reproduces
+        every tensor in `tensors`: (matches, closest, closest residual)."""
+        closest, closest_res = (), np.inf
+        for level in candidates:
+            hits = []
+            for changes in level:
+                out = self.run(changes, backward)
+                if out is None:
+                    continue
+                ok, res = True, 0.0
+                float32 = any(c.float32 for c in changes)
+                for t in tensors:
+                    r, rel = residual(self.ctx.got.get(t), out, t, self.screen(t, float32))
+                    ok = ok and r <= 1
+                    res = max(res, rel)
+                if ok:
+                    hits.append(changes)
+                elif res < closest_res:
+                    closest, closest_res = changes, res
+            if hits:
+                # a match within float32's bounds is weaker evidence than one within float64's: use it only
+                # when nothing matches at the tighter precision
+                exact = [h for h in hits if not any(c.float32 for c in h)]
+                hits = exact or hits
+                hits.sort(key=lambda ch: sum(c.prior for c in ch))
+                return hits, (), np.inf
+        return [], closest, closest_res
+
+    def forward_levels(self):
+        singles = [(c,) for c in self.views + self.forward]
+        pairs = [(v, f) for v in self.views for f in self.forward]
+        pairs += [(a, b) for a, b in itertools.combinations(self.forward, 2) if not set(a.stages) & set(b.stages)]
+        return [singles, pairs]
+
+    def backward_levels(self, base: tuple):
+        singles = [base + (c,) for c in self.backward]
+        pairs = [
+            base + (a, b)
+            for a, b in itertools.combinations(self.backward, 2)
+            if not set(a.stages) & set(b.stages) and not (a.post and b.post)
+        ]
+        levels = [[base], singles, pairs] if base else [singles, pairs]
+        # a forward hypothesis may also explain the gradients by itself (a consistent other layer)
+        if not base:
+            levels.insert(0, [(c,) for c in self.views])
+        return levels
+
+
+def diagnose(ctx: Context, failing: list[str]) -> dict[str, Finding]:
+    """For each failing tensor, the simplest hypothesis that reproduces it (see the module docstring)."""
+    search = _Search(ctx)
+    findings = {}
+    base: tuple = ()
+    if "y" in failing:
+        hits, closest, res = search.match(("y",), search.forward_levels(), backward=False)
+        findings["y"] = Finding("y", hits[0] if hits else (), hits[1:3], closest, res)
+        base = hits[0] if hits else ()
+    grads = tuple(t for t in failing if t != "y")
+    if not grads:
+        return findings
+    hits, closest, res = search.match(grads, search.backward_levels(base), backward=True)
+    if hits or len(grads) == 1:
+        for t in grads:
+            findings[t] = Finding(
+                t, _own(hits[0], base) if hits else (), [_own(a, base) for a in hits[1:3]], closest, res
+            )
+        return findings
+    for t in grads:  # no one hypothesis explains them all: one by one
+        hits, closest, res = search.match((t,), search.backward_levels(base), backward=True)
+        findings[t] = Finding(t, _own(hits[0], base) if hits else (), [_own(a, base) for a in hits[1:3]], closest, res)
+    return findings
+
+
+def _own(changes: tuple, base: tuple) -> tuple:
+    """The changes a gradient's hypothesis adds to the forward's (or the whole hypothesis when that is all)."""
+    extra = tuple(c for c in changes if c not in base)
+    return extra or changes
+
+
+def cause_text(changes: tuple) -> str:
+    return "; and ".join(f"{c.words} [stage {c.stage}]" for c in changes)
+
+
+def consistent_text(changes: tuple, lay: Layout) -> str:
+    """The verdict on a layer whose forward is another layer's and whose backward is that layer's gradient."""
+    tail = (
+        f" — {_norm_name(lay)} takes {describe_statistics(lay)}. The backward is the exact gradient of this "
+        "forward (the finite-difference rows pass): fix the forward, and the backward with it"
+    )
+    view = next((c for c in changes if c.view is not None), None)
+    if view is not None and len(changes) == 1 and "that is " in view.words:
+        other = view.words.split("that is ")[-1]
+        return f"your layer is a consistent {other}, not {_norm_name(lay)}: {view.words.split(': that is')[0]}" + tail
+    return f"your layer is consistent, but it is not {_norm_name(lay)}: {cause_text(changes)}" + tail
+
+
+def explain_report(report: Report, compared: dict, got: dict, lay: Layout, ref_cache: dict, dy, fd_rows: dict, dtype):
+    """Fill the `cause` of each failing "vs staged graph" row, and the report's diagnosis."""
+    failing = [
+        t
+        for t in ("y", "dx", "dgamma", "dbeta")
+        if (r := report.row(f"{t} vs staged graph")) is not None and not r.passed
+    ]
+    _explain_shapes(report, got, lay, ref_cache, dy)
+    if not failing:
+        return
+    x = ref_cache["x"]
+    gamma = ref_cache["gamma"] if ref_cache["affine"] else None
+    beta = ref_cache["beta"] if ref_cache["affine"] else None
+    ctx = Context(x, gamma, beta, np.asarray(dy, np.float64), ref_cache["eps"], lay, np.dtype(dtype), compared)
+    findings = diagnose(ctx, [t for t in failing if t in compared])
+    fd_ok = fd_rows and all(r.passed for r in fd_rows.values())
+    y_finding = findings.get("y")
+    base = y_finding.changes if y_finding is not None else ()
+    for t, f in findings.items():
+        row = report.row(f"{t} vs staged graph")
+        if f.found:
+            row.hypothesis = "+".join(c.key for c in f.changes)
+            row.cause = cause_text(f.changes)
+            if t != "y" and f.changes == base:
+                row.cause = "follows from the forward's mistake: " + row.cause
+            if f.alternatives:
+                row.cause += " (or: " + " | ".join(cause_text(a) for a in f.alternatives[:1]) + ")"
+        elif t != "y" and y_finding is not None and y_finding.found and fd_ok:
+            row.cause = "follows from the forward: dx is the exact gradient of the implementation's own forward"
+        elif f.closest:
+            row.detail = (row.detail + "; " if row.detail else "") + (
+                f"no hypothesis reproduces {t}; the closest, {cause_text(f.closest)}, is still "
+                f"{f.closest_residual:.1e} of its scale away"
+            )
+    if y_finding is not None and y_finding.found and fd_ok:
+        report.diagnosis = consistent_text(y_finding.changes, lay)
+
+
+def _explain_shapes(report: Report, got: dict, lay: Layout, ref_cache: dict, dy):
+    """dgamma/dbeta of a shape that no reshape fixes: summed over the wrong axes?"""
+    row = report.row("shapes")
+    if row is None or row.passed:
+        return
+    dy = np.asarray(dy, np.float64)
+    nd = len(lay.x_shape)
+    for t, terms in (("dgamma", dy * ref_cache["xhat"]), ("dbeta", dy)):
+        a = got.get(t)
+        if a is None or np.size(a) == math.prod(lay.affine_shape):
+            continue
+        a = np.asarray(a, np.float64)
+        for k in range(0, nd + 1):
+            for axes in itertools.combinations(range(nd), k):
+                s = terms.sum(axis=axes)
+                if s.size == a.size and np.allclose(s.reshape(-1), a.reshape(-1), rtol=1e-5, atol=1e-8):
+                    want = _axes_words(lay, lay.affine_reduce_axes)
+                    row.cause = (row.cause + "; " if row.cause else "") + (
+                        f"{t} sums over {_axes_words(lay, axes) if axes else 'nothing'} only; it must sum over {want}"
+                    )
+                    break
+            else:
+                continue
+            break
