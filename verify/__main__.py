@@ -1,8 +1,13 @@
-"""python -m verify: every kernel through verify.check, over the shape catalogue.
+"""python -m verify: every kernel through verify.check, over the shape catalogue; or, given files, the cs231n
+functions in each (python -m verify path/to/layers.py).
 
 Each (op, backend, dtype, case, affine variant) is one verify.check run. Prints the report of every failing
 run (or every run with -v), then a table of the worst error against the staged graph per op x backend x
 dtype x tensor, and exits with status 1 if any check failed.
+
+Given paths, each is a student's cs231n layers.py: every pair of the assignment's normalization functions
+it defines is checked as written (verify.cs231n), one report per pair, then a summary; functions it does not
+define are listed. The exit status is 1 if any check failed.
 
 The cuda backend runs on a GPU when there is one. Without one, ``--backends cuda`` runs it in Numba's CUDA
 simulator (a second process with NUMBA_ENABLE_CUDASIM=1) on the tiny shapes of CUDA_TINY, with fewer
@@ -22,7 +27,7 @@ import numpy as np
 
 import normkernels as nk
 
-from . import check
+from . import check, cs231n
 from .cases import AFFINE, CASES, CUDA_TINY
 from .report import Progress
 from .staged import NORMS
@@ -65,8 +70,34 @@ def _in_simulator(args) -> int:
     return subprocess.call(cmd, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"))
 
 
+def check_files(paths, verbose: bool) -> int:
+    """The cs231n functions of each file: a report per pair (every one with -v, else the failing ones in full),
+    then a summary. 1 if anything failed or a file is missing."""
+    status = 0
+    for path in paths:
+        if not os.path.isfile(path):
+            print(f"{path}: no such file")
+            status = 1
+            continue
+        entries = cs231n.check_file(path)
+        print(f"# {path}\n")
+        for entry in entries:
+            if entry.report is None:
+                continue
+            if verbose or not entry.report.passed:
+                print(entry.report, end="\n\n")
+        print(cs231n.summary(entries), end="\n\n")
+        found = [e for e in entries if e.report is not None]
+        if not found:
+            print(f"{path}: none of the assignment's normalization functions is defined here\n")
+        if not found or not all(e.passed for e in found):
+            status = 1
+    return status
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verify", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", metavar="layers.py", help="check the cs231n functions in these files")
     parser.add_argument("--ops", nargs="+", choices=NORMS, default=list(NORMS))
     parser.add_argument(
         "--backends", nargs="+", choices=nk.BACKENDS, help="default: cpu, and cuda where a GPU is present"
@@ -76,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write every report to PATH as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every report, not only failing ones")
     args = parser.parse_args(argv)
+    if args.paths:
+        return check_files(args.paths, args.verbose)
 
     state = _cuda_state()
     if "cuda" in (args.backends or ()) and not state and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":

@@ -26,6 +26,15 @@ class Inputs(NamedTuple):
 # How gamma and beta are given: both, neither, or gamma alone (beta None is "no shift").
 AFFINE = ("gamma_beta", "none", "gamma")
 
+# How x is drawn. The hard ones are hard for finite differences and for fixed tolerances: a group's radius of
+# analyticity is about its spread, and the rounding of x - mean grows with |mean| / spread.
+RECIPES = {
+    "normal": "1.5 N(0, 1) + 0.5",
+    "near_equal": "1 + 1e-3 N(0, 1): groups of nearly equal values, spread 1e-3 of their magnitude",
+    "flat_group": "normal, with one statistics group's spread cut 100x",
+    "offset": "1e4 + N(0, 1): mean 1e4, std 1",
+}
+
 
 @dataclass(frozen=True)
 class Case:
@@ -35,11 +44,15 @@ class Case:
     normalized_ndim: int | None = None  # layer_norm: how many trailing dims are normalized
     why: str = ""  # what the case exercises
     tags: frozenset = field(default_factory=frozenset)
+    recipe: str = "normal"  # how x is drawn (RECIPES)
+    eps: float = 1e-5
 
     @property
     def id(self) -> str:
         extra = f"-G{self.num_groups}" if self.num_groups else ""
         extra += f"-last{self.normalized_ndim}" if self.normalized_ndim else ""
+        extra += f"-{self.recipe}" if self.recipe != "normal" else ""
+        extra += f"-eps{self.eps:g}" if self.eps != 1e-5 else ""
         return f"{self.norm}-{'x'.join(map(str, self.shape))}{extra}"
 
     @property
@@ -53,7 +66,7 @@ class Case:
     def inputs(self, dtype=np.float64, affine: str = "gamma_beta", seed: int = 0) -> Inputs:
         """x with a non-zero mean and non-unit scale; gamma away from 1, beta and dy random (never ones)."""
         rng = np.random.default_rng(seed)
-        x = (rng.standard_normal(self.shape) * 1.5 + 0.5).astype(dtype)
+        x = self._draw(rng).astype(dtype)
         ashape = self.layout.affine_shape
         gamma = (1.0 + 0.5 * rng.standard_normal(ashape)).astype(dtype)
         beta = rng.standard_normal(ashape).astype(dtype)
@@ -65,6 +78,20 @@ class Case:
         elif affine != "gamma_beta":
             raise ValueError(f"affine must be one of {AFFINE}, got {affine!r}")
         return Inputs(x, gamma, beta, dy)
+
+    def _draw(self, rng) -> np.ndarray:
+        z = rng.standard_normal(self.shape)
+        if self.recipe == "near_equal":
+            return 1.0 + 1e-3 * z
+        if self.recipe == "offset":
+            return 1e4 + z
+        x = z * 1.5 + 0.5
+        if self.recipe == "flat_group":
+            group = self.layout.stats_index() == 0
+            x[group] = x[group].mean() + 0.01 * (x[group] - x[group].mean())
+        elif self.recipe != "normal":
+            raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        return x
 
     def forward(self, x, gamma, beta, *, backend: str = "cpu", **kwargs):
         """The project's forward for this case: (y, mean, rstd)."""
@@ -80,7 +107,8 @@ class Case:
         """The project's backward for this case: (dx, dgamma, dbeta)."""
         return BACKWARD[self.norm](dy, x, gamma, mean, rstd, backend=backend)
 
-    def staged_forward(self, x, gamma, beta, eps: float = 1e-5):
+    def staged_forward(self, x, gamma, beta, eps: float | None = None):
+        eps = self.eps if eps is None else eps
         return staged.forward(
             x, gamma, beta, norm=self.norm, eps=eps, num_groups=self.num_groups, normalized_shape=self.normalized_shape
         )
@@ -90,7 +118,7 @@ class Case:
         backward(dy, cache) -> (dx, dgamma, dbeta); what verify.check takes."""
 
         def forward(x, gamma, beta):
-            y, mean, rstd = self.forward(x, gamma, beta, backend=backend)
+            y, mean, rstd = self.forward(x, gamma, beta, backend=backend, eps=self.eps)
             return y, (x, gamma, mean, rstd)
 
         def backward(dy, cache):
@@ -102,6 +130,11 @@ class Case:
     def layout_kwargs(self) -> dict:
         """num_groups / normalized_shape as verify.check and verify.staged take them."""
         return dict(num_groups=self.num_groups, normalized_shape=self.normalized_shape)
+
+    @property
+    def check_kwargs(self) -> dict:
+        """What verify.check needs besides the layer and the inputs: the layout arguments and eps."""
+        return dict(self.layout_kwargs, eps=self.eps)
 
     def torch_forward(self, x, gamma, beta, eps: float = 1e-5):
         """The same op in torch.nn.functional (batch norm in training mode), on torch tensors."""
@@ -176,6 +209,38 @@ CASES = (
     Case("group_norm", (4, 4, 1, 1), num_groups=2, why="spatial 1x1 with N > 1", tags=_SMALL),
     Case("group_norm", (2, 6, 2, 2, 3), num_groups=3, why="5-D", tags=_SMALL),
     Case("group_norm", (2, 4, 3000), num_groups=2, why="rows longer than 4096"),
+)
+
+# Inputs chosen to be hard for finite differences and for fixed tolerances (verify.bounds,
+# verify.finite_differences): groups of two values, nearly equal values, one group with 100x less spread,
+# mean 1e4 with std 1, eps = 0 and eps = 0.1. Every correct implementation must pass verify.check on them.
+_HARD = frozenset({"hard"})
+HARD = (
+    Case("batch_norm", (2, 5), why="two values per channel", tags=_HARD),
+    Case("layer_norm", (5, 2), normalized_ndim=1, why="two values per row", tags=_HARD),
+    Case("instance_norm", (2, 3, 2), why="two values per (n, c)", tags=_HARD),
+    Case("group_norm", (3, 4), num_groups=2, why="two values per group", tags=_HARD),
+    Case("layer_norm", (5, 2), normalized_ndim=1, eps=0.0, why="two values, eps = 0: |xhat| = 1, dx = 0", tags=_HARD),
+    Case("batch_norm", (6, 3, 2), recipe="near_equal", why="spread well under sqrt(eps)", tags=_HARD),
+    Case("layer_norm", (4, 6), normalized_ndim=1, recipe="near_equal", tags=_HARD),
+    Case("instance_norm", (2, 3, 5), recipe="near_equal", tags=_HARD),
+    Case("group_norm", (2, 4, 3), num_groups=2, recipe="near_equal", tags=_HARD),
+    Case("batch_norm", (6, 3, 2), recipe="flat_group", why="one channel 100x flatter than max|x|", tags=_HARD),
+    Case("layer_norm", (4, 6), normalized_ndim=1, recipe="flat_group", tags=_HARD),
+    Case("instance_norm", (2, 3, 4), recipe="flat_group", tags=_HARD),
+    Case("group_norm", (2, 6, 2), num_groups=3, recipe="flat_group", tags=_HARD),
+    Case("batch_norm", (6, 3, 2), recipe="offset", why="x - mean cancels four digits", tags=_HARD),
+    Case("layer_norm", (4, 6), normalized_ndim=1, recipe="offset", tags=_HARD),
+    Case("instance_norm", (2, 3, 5), recipe="offset", tags=_HARD),
+    Case("group_norm", (2, 4, 3), num_groups=2, recipe="offset", tags=_HARD),
+    Case("batch_norm", (6, 3, 2), eps=0.0, tags=_HARD),
+    Case("layer_norm", (4, 6), normalized_ndim=1, eps=0.0, tags=_HARD),
+    Case("instance_norm", (2, 3, 5), eps=0.0, tags=_HARD),
+    Case("group_norm", (2, 4, 3), num_groups=2, eps=0.0, tags=_HARD),
+    Case("batch_norm", (6, 3, 2), eps=0.1, tags=_HARD),
+    Case("layer_norm", (4, 6), normalized_ndim=1, eps=0.1, tags=_HARD),
+    Case("group_norm", (2, 4, 3), num_groups=2, recipe="near_equal", eps=0.1, why="eps dominates var", tags=_HARD),
+    Case("instance_norm", (2, 3, 5), recipe="offset", eps=0.1, tags=_HARD),
 )
 
 # Tiny shapes for the CUDA simulator (one Python thread per CUDA thread), chosen against its launch sizes

@@ -264,7 +264,8 @@ def _norm_name(lay: Layout) -> str:
     if lay.norm == "group_norm":
         return f"group norm with G={lay.groups}"
     if lay.norm == "layer_norm":
-        return f"layer norm over the last {len(lay.affine_shape)} dim(s)"
+        k = len(lay.affine_shape)
+        return "layer norm over the last axis" if k == 1 else f"layer norm over the last {k} axes"
     return lay.norm.replace("_", " ")
 
 
@@ -713,7 +714,7 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             prior=5,
         ),
     ]
-    if lay.norm == "layer_norm":  # gamma varies inside a row: pulling it out of the row sums is a mistake
+    if lay.norm in ("layer_norm", "group_norm"):  # gamma varies inside a group: pulling it out of the sums is wrong
         out.append(
             Change(
                 "gamma_outside_sum",
@@ -947,6 +948,19 @@ def explain_report(report: Report, compared: dict, got: dict, lay: Layout, ref_c
             )
     if y_finding is not None and y_finding.found and fd_ok:
         report.diagnosis = consistent_text(y_finding.changes, lay)
+    _explain_finite_differences(report, lay)
+
+
+def _explain_finite_differences(report: Report, lay: Layout) -> None:
+    """A gradient that matches the staged graph but not the differences of the implementation's own forward:
+    the backward is right, and the forward is what is wrong."""
+    y = report.row("y vs staged graph")
+    if y is None or y.passed:
+        return
+    for t in ("dx", "dgamma", "dbeta"):
+        fd, ref = report.row(f"{t} vs finite differences"), report.row(f"{t} vs staged graph")
+        if fd is not None and ref is not None and not fd.passed and ref.passed and not fd.cause:
+            fd.cause = f"{t} is right for {_norm_name(lay)}: it is the forward that is wrong (see y)"
 
 
 def _explain_shapes(report: Report, got: dict, lay: Layout, ref_cache: dict, dy):

@@ -1,0 +1,140 @@
+"""No false alarms: independently written correct layers pass every row of verify.check on inputs chosen to be
+hard for finite differences and fixed tolerances (verify.cases.HARD), and on inputs drawn by hypothesis.
+
+`python tests/test_false_alarms.py` prints the table: per hard case and implementation the worst error over
+allowed of any row, and for dx the finite-difference error estimate beside its tolerance.
+NK_FALSE_ALARM_EXAMPLES sets how many inputs hypothesis draws (150 by default).
+"""
+
+import os
+import sys
+
+import correct_layers
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from implementations import compact_layer, student_layer
+
+import verify
+from verify import staged
+from verify.cases import HARD, Case
+
+# the independent collection, the project's kernels, and the two layers the planted bugs are made from
+NAMES = [*correct_layers.IMPLEMENTATIONS, "normkernels", "planted_staged", "planted_compact"]
+SLOW = {"jax_vjp": dict(full_fd_limit=0, directions=2, sampled=4)}  # un-jitted JAX: ms a call
+
+
+def layer(name: str, case: Case):
+    kw = dict(num_groups=case.num_groups, normalized_shape=case.normalized_shape)
+    if name == "normkernels":
+        return case.layer()
+    if name == "planted_staged":
+        return student_layer(case.norm, eps=case.eps, **{k: v for k, v in kw.items() if v is not None})
+    if name == "planted_compact":
+        return compact_layer(case.norm, eps=case.eps, **{k: v for k, v in kw.items() if v is not None})
+    if not correct_layers.available(name):
+        pytest.skip(f"{name} needs a package that is not installed")
+    return correct_layers.make(name, case.norm, eps=case.eps, **kw)
+
+
+def run(name: str, case: Case, x, gamma, beta):
+    return verify.check(
+        *layer(name, case), norm=case.norm, x=x, gamma=gamma, beta=beta, explain=False, **case.check_kwargs,
+        **SLOW.get(name, {}),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", HARD, ids=lambda c: c.id)
+def test_correct_layers_pass_every_row_on_hard_inputs(case, name, dtype):
+    x, gamma, beta, _ = case.inputs(dtype)
+    report = run(name, case, x, gamma, beta)
+    assert report.passed, str(report)
+
+
+@st.composite
+def drawn_cases(draw):
+    """A norm, a shape with at least two values per group, and x with a drawn offset, spread and flat group."""
+    norm = draw(st.sampled_from(staged.NORMS))
+    ndim = draw(st.integers(3 if norm == "instance_norm" else 2, 5))
+    shape = [draw(st.integers(1, 4)) for _ in range(ndim)]
+    num_groups = normalized_ndim = None
+    if norm == "group_norm":
+        num_groups = draw(st.integers(1, 3))
+        shape[1] = num_groups * draw(st.integers(1 if ndim > 2 else 2, 3))
+    if norm == "layer_norm":
+        normalized_ndim = draw(st.integers(1, ndim - 1))
+    # one value per group has no variance to normalize by: make the first reduced axis at least 2
+    first = {"batch_norm": 0, "layer_norm": ndim - 1, "instance_norm": ndim - 1, "group_norm": 1}[norm]
+    if Case(norm, tuple(shape), num_groups=num_groups, normalized_ndim=normalized_ndim).layout.count < 2:
+        shape[first] = 2 * (num_groups if norm == "group_norm" else 1)
+    eps = draw(st.sampled_from([0.0, 1e-5, 0.1]))
+    return Case(norm, tuple(shape), num_groups=num_groups, normalized_ndim=normalized_ndim, eps=eps)
+
+
+EXAMPLES = int(os.environ.get("NK_FALSE_ALARM_EXAMPLES", "150"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    case=drawn_cases(),
+    offset=st.sampled_from([0.0, 1.0, 1e2, 1e4]),
+    spread=st.sampled_from([1.0, 1e-1, 1e-3, 10.0]),
+    flat=st.sampled_from([1.0, 1.0, 0.01]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    affine=st.sampled_from(["gamma_beta", "gamma", "none"]),
+    name=st.sampled_from([n for n in NAMES if n not in SLOW]),
+    seed=st.integers(0, 2**16),
+)
+def test_no_false_alarm_on_drawn_inputs(case, offset, spread, flat, dtype, affine, name, seed):
+    if name.startswith("torch") and not correct_layers.available(name):
+        return
+    if name.startswith("planted"):  # the layers the bugs are planted in always take gamma and beta
+        affine = "gamma_beta"
+    rng = np.random.default_rng(seed)
+    x = offset + spread * rng.standard_normal(case.shape)
+    group = case.layout.stats_index() == 0
+    x[group] = x[group].mean() + flat * (x[group] - x[group].mean())
+    x = x.astype(dtype)
+    # var + eps = 0 in some group (eps = 0 and the group's values equal in this dtype): y is 0/0, undefined,
+    # and an implementation may as well raise
+    assume(np.all(np.isfinite(case.staged_forward(x, None, None)[1]["ivar"])))
+    _, gamma, beta, _ = case.inputs(dtype, affine, seed=seed)
+    report = run(name, case, x, gamma, beta)
+    assert report.passed, f"{name} offset {offset} spread {spread} flat {flat}\n{report}"
+
+
+def _table() -> None:
+    """The hard cases against every implementation available here: the worst error/allowed over every row,
+    and the finite-difference rows' own error estimate next to their tolerance."""
+    names = [
+        n for n in NAMES if n in ("normkernels", "planted_staged", "planted_compact") or correct_layers.available(n)
+    ]
+    print("worst err/allowed of any row (float64 | float32), per hard case and implementation")
+    print(f"{'case':<40} " + " ".join(f"{n[:9]:>9}" for n in names))
+    fd = []
+    for case in HARD:
+        cells = []
+        for name in names:
+            worst = []
+            for dtype in (np.float64, np.float32):
+                report = run(name, case, *case.inputs(dtype)[:3])
+                assert report.passed, str(report)
+                worst.append(max((r.ratio for r in report.rows if r.ratio is not None), default=0.0))
+                row = report.row("dx vs finite differences")
+                if row is not None:
+                    fd.append((case.id, name, np.dtype(dtype).name, row.estimate, row.tol))
+            cells.append(f"{max(worst):9.1e}")
+        print(f"{case.id:<40} " + " ".join(cells))
+    print("\ndx vs finite differences: the largest estimate of the FD error, and its tolerance")
+    for key in sorted({(c, d) for c, _, d, _, _ in fd}):
+        rows = [f for f in fd if (f[0], f[2]) == key]
+        est = max(f[3] for f in rows)
+        tol = min(f[4] for f in rows)
+        print(f"{key[0]:<40} {key[1]:<8} estimate <= {est:8.1e}   tolerance >= {tol:8.1e}")
+    print(f"\n{len(HARD)} hard cases x {len(names)} implementations x 2 dtypes = {2 * len(HARD) * len(names)} PASS")
+
+
+if __name__ == "__main__":
+    sys.exit(_table())
