@@ -18,3 +18,13 @@ def test_every_python_example_runs_and_the_shown_report_is_real():
         printed[i] = out.getvalue()
     shown = re.search(r"```\n(batch_norm float64.*?)```", README, re.S).group(1)
     assert shown in printed.values(), "the report shown in the README is not what its example prints"
+
+
+def test_the_student_file_output_shown_is_what_the_command_prints(capsys):
+    from verify.__main__ import main
+
+    root = Path(__file__).resolve().parent.parent
+    assert main([str(root / "examples" / "cs231n_layers.py")]) == 1  # three planted mistakes
+    printed = capsys.readouterr().out
+    shown = re.findall(r"```\n((?:batchnorm_forward \+|spatial_groupnorm_forward \+).*?)```", README, re.S)
+    assert len(shown) == 2 and all(block in printed for block in shown), "README's cs231n output is stale"
