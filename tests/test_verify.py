@@ -177,13 +177,12 @@ def test_eval_mode_is_checked_against_the_running_statistics():
         rstd = 1 / np.sqrt(rv_used.reshape(shape) + 1e-5)
         return gamma.reshape(shape) * (x - rm.reshape(shape)) * rstd + beta.reshape(shape), rstd
 
-    def backward(dy, rstd):
-        return dy * gamma.reshape(1, -1, 1, 1) * rstd, (dy * 0).sum((0, 2, 3)), dy.sum((0, 2, 3))
-
     kwargs = dict(norm="batch_norm", x=x, gamma=gamma, beta=beta, training=False, running_mean=rm, running_var=rv)
     assert verify.check(forward, None, **kwargs).row("y vs staged graph").passed
     wrong = verify.check(lambda x, g, b: forward(x, g, b, rv + 1), None, **kwargs)
     assert not wrong.passed
+    batch_stats = verify.check(lambda x, g, b: compact_layer("batch_norm")[0](x, g, b), None, **kwargs)
+    assert batch_stats.row("y vs staged graph").hypothesis == "batch_statistics", str(batch_stats)
 
 
 def test_large_inputs_use_directions_and_samples():
@@ -241,3 +240,65 @@ def test_a_backward_that_writes_into_dy_is_flagged_and_the_other_checks_see_the_
     )
     failed = {r.check for r in report.failures}
     assert failed == {"inputs unchanged by backward"}, str(report)
+
+
+@pytest.mark.parametrize("bug", ["no_mean_path", "no_var_path", "dgamma_no_xhat", "gamma_ignored"])
+def test_large_groups_in_float32_still_catch_real_mistakes(bug):
+    """80000 values per channel in float32: the widest bounds the catalogue has, and still far from a bug."""
+    case = next(c for c in CASES if c.id == "batch_norm-16x3x5000")
+    assert _check(case, compact_layer("batch_norm"), np.float32, explain=False).passed
+    assert not _check(case, student_layer("batch_norm", bug), np.float32, explain=False).passed
+
+
+def test_a_forward_returning_y_of_the_wrong_shape_gets_rows_not_a_crash():
+    forward, backward = compact_layer("batch_norm")
+    report = _check(BN, (lambda x, g, b: (lambda y, c: (y.reshape(-1, 3), c))(*forward(x, g, b)), backward))
+    assert not report.row("shapes").passed and "not comparable" in report.row("y vs staged graph").detail
+    assert report.row("dx vs staged graph").passed and report.row("dx vs finite differences") is None
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0)])
+def test_empty_inputs_are_checked_without_a_crash(shape):
+    report = verify.check(
+        *compact_layer("layer_norm", normalized_shape=shape[-1:]),
+        norm="layer_norm",
+        x=np.ones(shape),
+        gamma=np.linspace(0.5, 1.5, shape[-1]),
+        beta=np.zeros(shape[-1]),
+        normalized_shape=shape[-1:],
+    )
+    assert report.row("y vs staged graph") is not None, str(report)
+
+
+def test_a_nan_group_leaves_the_finite_differences_of_the_others_judging():
+    x, gamma, beta, _ = BN.inputs()
+    x[2, 0, 0, 0] = np.nan  # channel 0 is NaN, channels 1 and 2 are not
+    good = verify.check(*compact_layer("batch_norm"), norm="batch_norm", x=x, gamma=gamma, beta=beta)
+    assert good.passed and any("NaN" in n for n in good.notes), str(good)
+    bad = verify.check(*student_layer("batch_norm", "no_mean_path"), norm="batch_norm", x=x, gamma=gamma, beta=beta)
+    assert not bad.row("dx vs finite differences").passed, str(bad)
+
+
+def test_a_bias_not_given_may_get_no_gradient_and_a_bias_alone_gets_one():
+    forward, backward = compact_layer("layer_norm", normalized_shape=(6,))
+    x, gamma, beta, _ = Case("layer_norm", (4, 6), normalized_ndim=1).inputs()
+
+    def no_bias(x, gamma, beta):
+        return forward(x, gamma, np.zeros(6))
+
+    def without_dbeta(dy, cache):
+        return (*backward(dy, cache)[:2], None)  # as PyTorch does for a bias it was not given
+
+    ok = verify.check(no_bias, without_dbeta, norm="layer_norm", normalized_shape=6, x=x, gamma=gamma, beta=None)
+    assert ok.passed, str(ok)
+
+    def shift_only(x, gamma, beta):
+        y, cache = forward(x, np.ones(6), beta)
+        return y, cache
+
+    def shift_only_backward(dy, cache):
+        dx, _, dbeta = backward(dy, cache)
+        return dx, None, dbeta
+
+    report = verify.check(shift_only, shift_only_backward, norm="layer_norm", normalized_shape=6, x=x, beta=beta)
+    assert report.passed and report.row("dbeta vs staged graph") is not None, str(report)

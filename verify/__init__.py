@@ -4,8 +4,10 @@
     print(report); report.raise_if_failed()
 
 forward(x, gamma, beta) -> (y, cache) and backward(dy, cache) -> (dx, dgamma, dbeta) is the cs231n layer
-contract. The references are the float64 staged graph (verify.staged) and central finite differences of
-the implementation's own forward (verify.numerical_gradient).
+contract; verify.cs231n takes the assignment's own functions as they are. The references are the float64
+staged graph (verify.staged), within error bounds that follow the input's conditioning (verify.bounds), and
+extrapolated finite differences of the implementation's own forward (verify.finite_differences); a tensor
+that disagrees gets the mistake that reproduces it (verify.diagnose).
 """
 
 from . import cs231n, staged

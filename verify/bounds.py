@@ -14,30 +14,40 @@ most 2 * n * exp(-lambda**2 / 2); lambda = 10 makes that 2e-16 for a million ter
 counts s(n) = min(n, 10 * sqrt(n)) roundings.
 
 Per statistics group of M values, with A = max|x| over the group, r = rstd = 1 / sqrt(var + eps) and the
-condition number kappa = A * r (how much larger the terms that cancel in x - mean are than the result):
+condition number kappa = A * r (how much larger the terms that cancel in x - mean are than the result), the
+error of the computed xhat_j splits into a part that every element of the group shares and a part of its own:
 
-    mean:        |d mu| <= (s(M) + 1) u A                          (sum, then the division)
-    x - mean:    |d xmu_j| <= (s(M) + 3) u A                       (the mean's error, and the subtraction)
-    rstd:        |d r| / r <= (s(M) + 4) u (1 + kappa)             two-pass: the errors of xmu enter var
-                 through sum(2 xmu d xmu), where the mean's common error cancels (sum xmu = 0) and the rest
-                 is <= 4 u A sigma, i.e. 4 u kappa relative to var + eps; Welford-type updates err by about
-                 s(M) u kappa (Chan, Golub and LeVeque, 1983); then a sqrt and a division.
-    xhat:        |d xhat_j| <= E_j = c (1 + |xhat_j|),  c = (s(M) + 5) u (1 + kappa)
-                 (r |d xmu_j| + |xhat_j| |d r| / r, each term rounded up to c)
+    mean:        r |d mu| <= c_mu = (s(M) + 2) u kappa         (a sum of M terms, the division, and the
+                 mean rounded to the dtype when a backward gets it from a cache)
+    rstd:        |d r| / r <= c_r = (s(M) + 4) u (1 + kappa)    two-pass: the errors of xmu enter var through
+                 sum(2 xmu d xmu), where the mean's shared error cancels (sum xmu = 0) and the rest is at most
+                 4 u kappa relative to var + eps; Welford-type updates err by about s(M) u kappa (Chan, Golub
+                 and LeVeque, 1983); then a sqrt and a division
+    own:         e_j = 4 u (kappa + |xhat_j|)                   a few roundings of terms as large as x * r,
+                 as in y = x * (gamma r) + (beta - mu gamma r)
+    so           xhat_j + d xhat_j = xhat_j - d + rho xhat_j + e'_j with |d| <= c_mu, |rho| <= c_r and
+                 |e'_j| <= e_j, d and rho the same for the whole group; |d xhat_j| <= E_j = c_mu + c_r |xhat_j| + e_j
     y:           |d y_j| <= |gamma| E_j + 2 u (|gamma xhat_j| + |beta|)
 
-The backward, with g = dy * gamma and means over the group, dx_j = r (g_j - mean(g) - xhat_j mean(g xhat)):
+The backward, with g = dy * gamma and means over the group, dx_j = r (g_j - mean(g) - xhat_j mean(g xhat)).
+A shared shift d of xhat moves dx_j by r d (mean(g xhat) + xhat_j mean(g)), and a shared scale rho by
+rho (dx_j + 2 r xhat_j mean(g xhat)): both are weighted by the group's *signed* means, which for an upstream
+gradient that is not constant are about 1/sqrt(M) of |g|. With T_j = |g_j| + |mean(g)| + |xhat_j| |mean(g xhat)|
+(so r T_j >= |dx_j|):
 
-    rounding of that formula           (s(M) + 4) u r T_j,  T_j = |g_j| + mean|g| + |xhat_j| mean|g xhat|
-    the errors of xhat it is fed        r (E_j |mean(g xhat)| + |xhat_j| mean(|g| E))
-    the error of r                      |d r| / r * r T_j
-    so |d dx_j| <= D_j = c r W_j,  W_j = 2 T_j + (1 + |xhat_j|) mean|g xhat| + |xhat_j| mean(|g| (1 + |xhat|))
+    shared shift                r c_mu (|mean(g xhat)| + |xhat_j| |mean(g)|)
+    shared scale                c_r r (T_j + 2 |xhat_j| |mean(g xhat)|)
+    the two means' own sums     (s(M) + 2) u r (mean|g| + |xhat_j| mean|g xhat|)
+    the elements' own errors    r (e_j |mean(g xhat)| + |xhat_j| mean(|g| e))
+    the formula's last steps    5 u r T_j
+    D_j, the bound on |d dx_j|, is their sum.
 
 The staged backward (dvar, dmu, ...) computes the same quantities through intermediate terms of the same
-sizes (r |g|, r |g xhat|), so the bound covers it. With K the terms of each affine sum (every axis gamma
-does not vary along):
+sizes (r |g|, r |g xhat|; its sum(xmu), zero in exact arithmetic, is the mean's shared error again), so the
+bound covers it. With K the terms of each affine sum (every axis gamma does not vary along), and the shared
+errors summed over the part of each statistics group that feeds the affine element c:
 
-    dgamma_c = sum(dy * xhat):  sum(|dy| E) + (s(K) + 1) u sum|dy xhat|
+    dgamma_c = sum(dy * xhat):  sum_groups (c_mu |sum dy| + c_r |sum dy xhat|) + sum(|dy| e) + (s(K) + 1) u sum|dy xhat|
     dbeta_c  = sum(dy):         (s(K) + 1) u sum|dy|
 
 The identities per group, sum(dx) = 0 and sum(dx * xhat) = eps term, hold exactly for the exact dx, so a
@@ -48,13 +58,15 @@ The float64 reference itself errs by the same bounds with float64's u, so a comp
 the two, times SAFETY = 4 for the second-order terms and the constants rounded off above. A real mistake
 changes a tensor by a fraction of its size (1/M for the unbiased variance, all of it for a missing path),
 far outside these bounds unless the input is so ill-conditioned (float32 at kappa 1e4) that no test in that
-dtype can tell; `Bounds.loose` says when that is so. Where c >= 1 (float32 at kappa ~ 1e6: two values
-a few ulps apart) no digit of xhat is guaranteed, a correct two-pass float32 implementation may return inf,
-and the group is not judged at all (`Bounds.unjudged`).
+dtype can tell; `Bounds.loose` says when that is so. Where c_mu or c_r reaches 1 (float32 at kappa ~ 1e6:
+two values a few ulps apart) no digit of xhat is guaranteed, a correct two-pass float32 implementation may
+return inf, and the group is not judged at all (`Bounds.unjudged`); nor is a group whose values are not all
+finite (the reference itself is then NaN or inf there).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,44 +113,71 @@ class Bounds:
         return int(np.isinf(self.y).sum())
 
 
+def _per_affine_and_group(lay: Layout, a: np.ndarray) -> np.ndarray:
+    """sums of a (x's shape) over each (statistics group, affine element) intersection: (groups, affine size)."""
+    n_affine = math.prod(lay.affine_shape)
+    groups = lay.stats_index()
+    affine = np.broadcast_to(np.arange(n_affine).reshape(lay.affine_broadcast), lay.x_shape)
+    joint = (groups * n_affine + affine).reshape(-1)
+    n_groups = math.prod(d for i, d in enumerate(lay.view_shape) if i not in lay.reduce_axes)
+    return np.bincount(joint, weights=a.reshape(-1), minlength=n_groups * n_affine).reshape(n_groups, n_affine)
+
+
 @np.errstate(invalid="ignore", over="ignore")
 def _one_dtype(cache: dict, dy: np.ndarray, dtype) -> dict:
     lay: Layout = cache["layout"]
     ax = lay.reduce_axes
     u = unit_roundoff(dtype)
     m = lay.count
+    s_m = roundings(m)
     x = cache["x"].reshape(lay.view_shape)
     r = np.abs(cache["ivar"])
-    big_a = np.max(np.abs(x), axis=ax, keepdims=True) if x.size else np.zeros_like(r)
+    big_a = np.max(np.abs(x), axis=ax, keepdims=True, initial=0.0)
     kappa = big_a * r
-    c = (roundings(m) + 5) * u * (1 + kappa)  # per group
-    # c >= 1: not one correct digit of xhat is guaranteed in this dtype (float32 at kappa ~ 1e6), so any
-    # answer, inf and NaN included, is as good as another: such groups are not judged
-    c = np.where(c >= 1, np.inf, c)
+    c_mu = (s_m + 2) * u * kappa  # per group: the shared shift of xhat
+    c_r = (s_m + 4) * u * (1 + kappa)  # per group: its shared scale
+    # no digit of xhat guaranteed in this dtype (float32 at kappa ~ 1e6), or a group that is not finite:
+    # any answer, inf and NaN included, is as good as another, so such groups are not judged
+    unjudged = (c_mu >= 1) | (c_r >= 1) | ~np.isfinite(kappa)
+    c_mu = np.where(unjudged, np.inf, c_mu)
+    c_r = np.where(unjudged, np.inf, c_r)
 
     xhat = cache["xhat"].reshape(lay.view_shape)
-    gamma = np.abs(cache["gamma"]).reshape(lay.affine_broadcast)
+    ax_hat = np.abs(xhat)
+    own = 4 * u * (kappa + ax_hat)  # e_j
+    err_xhat = c_mu + c_r * ax_hat + own  # E_j
+    gamma_b = cache["gamma"].reshape(lay.affine_broadcast)
     beta = np.abs(cache["beta"]).reshape(lay.affine_broadcast)
-    err_xhat = c * (1 + np.abs(xhat))  # E_j
-    err_xhat_x = err_xhat.reshape(lay.x_shape)
     xhat_x = xhat.reshape(lay.x_shape)
-    y = gamma * err_xhat_x + 2 * u * (gamma * np.abs(xhat_x) + beta)
+    y = np.abs(gamma_b) * err_xhat.reshape(lay.x_shape) + 2 * u * (np.abs(gamma_b * xhat_x) + beta)
 
     def mean(a):
         return a.sum(axis=ax, keepdims=True) / m
 
-    g = np.abs(dy * gamma).reshape(lay.view_shape)
-    ax_hat = np.abs(xhat)
-    g_xhat = mean(g * ax_hat)
-    terms = g + mean(g) + ax_hat * g_xhat  # T_j
-    weights = 2 * terms + (1 + ax_hat) * g_xhat + ax_hat * mean(g * (1 + ax_hat))  # W_j
-    dx = c * r * weights  # D_j
+    g = (dy * gamma_b).reshape(lay.view_shape)
+    mean_g, mean_gx = np.abs(mean(g)), np.abs(mean(g * xhat))
+    ag = np.abs(g)
+    terms = ag + mean_g + ax_hat * mean_gx  # T_j
+    dx = r * (
+        c_mu * (mean_gx + ax_hat * mean_g)
+        + c_r * (terms + 2 * ax_hat * mean_gx)
+        + (s_m + 2) * u * (mean(ag) + ax_hat * mean(ag * ax_hat))
+        + own * mean_gx
+        + ax_hat * mean(ag * own)
+        + 5 * u * terms
+    )  # D_j
 
-    k = x.size // max(1, int(np.prod(lay.affine_shape)))
+    k = x.size // max(1, math.prod(lay.affine_shape))
     axes = lay.affine_reduce_axes
     ady = np.abs(dy)
     s_k = roundings(k) + 1
-    dgamma = (ady * err_xhat_x).sum(axis=axes).reshape(lay.affine_shape)
+    shared = (
+        np.abs(_per_affine_and_group(lay, dy)) * c_mu.reshape(-1, 1)
+        + np.abs(_per_affine_and_group(lay, dy * xhat_x)) * c_r.reshape(-1, 1)
+    ).sum(axis=0)
+    dgamma = shared.reshape(lay.affine_shape) + (ady * own.reshape(lay.x_shape)).sum(axis=axes).reshape(
+        lay.affine_shape
+    )
     dgamma = dgamma + s_k * u * (ady * np.abs(xhat_x)).sum(axis=axes).reshape(lay.affine_shape)
     dbeta = s_k * u * ady.sum(axis=axes).reshape(lay.affine_shape)
     return dict(

@@ -35,6 +35,7 @@ import os
 import sysconfig
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -260,143 +261,197 @@ def check(
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"check: expected x of dtype float32 or float64, got {x.dtype}")
     lay = staged.layout(norm, x.shape, num_groups=num_groups, normalized_shape=normalized_shape)
-    dtype = x.dtype
     if not training and (running_mean is None or running_var is None):
         raise ValueError("check: training=False needs running_mean and running_var")
     # a stream of its own: drawn from default_rng(seed) itself, dy would repeat the user's x when x was made
     # with the same seed, and dy affine in x makes a batch-norm dx vanish
     rng = np.random.default_rng([0x5EED, seed])
     report = Report(name or f"{norm} {x.dtype} {tuple(x.shape)}" + ("" if training else " eval"))
-    gamma = _affine(gamma, "gamma", lay, dtype)
-    beta = _affine(beta, "beta", lay, dtype)
-    if gamma is not None and gamma.size > 1 and np.ptp(gamma) == 0:
-        gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
-        report.notes.append("gamma was constant: checked with a random gamma instead")
-    if dy is None:
-        dy = rng.standard_normal(x.shape).astype(dtype)
-    else:
-        dy = np.array(dy, dtype=dtype)
-        if dy.shape != x.shape:
-            raise ValueError(f"check: dy must have x's shape {x.shape}, got {dy.shape}")
-        if dy.size > 1 and np.ptp(dy) == 0:
-            report.notes.append("dy is constant: for batch norm dx is then zero and many bugs hide")
-
-    inputs = [x, gamma, beta]
-    originals = [None if a is None else a.copy() for a in (x, gamma, beta, dy)]
-
-    def unchanged(when: str) -> Row:
-        names = [
-            n
-            for n, a, o in zip(("x", "gamma", "beta", "dy"), (x, gamma, beta, dy), originals, strict=True)
-            if a is not None and not np.array_equal(a, o, equal_nan=True)
-        ]
-        return Row(
-            f"inputs unchanged by {when}",
-            not names,
-            where=", ".join(names),
-            cause="the implementation writes into its input" if names else "",
-        )
-
-    def restore():  # later checks need the true inputs, whatever the implementation wrote into them
-        for a, o in zip((x, gamma, beta, dy), originals, strict=True):
-            if a is not None:
-                a[...] = o
+    inputs = _Inputs.prepare(x, gamma, beta, dy, lay, rng, report)
 
     # the reference: the float64 staged graph on the same input values
     stages = staged.Stages(lay, eps)
     if not training:
         stages = staged.eval_mode(stages, running_mean, running_var)
-    as64 = [None if a is None else np.asarray(a, np.float64).reshape(lay.affine_shape) for a in (gamma, beta)]
-    ref_y, ref_cache = staged.forward(x, *as64, stages=stages)
-    ref = staged.backward(dy, ref_cache)
-    bound = error_bounds.bounds(ref_cache, dy, dtype)
-    if bound.unjudged:
+    as64 = [None if a is None else np.asarray(a, np.float64).reshape(lay.affine_shape) for a in inputs.affine]
+    ref_y, ref_cache = staged.forward(inputs.x, *as64, stages=stages)
+    ref = staged.backward(inputs.dy, ref_cache)
+    bound = error_bounds.bounds(ref_cache, inputs.dy, x.dtype)
+    _note_conditioning(report, bound, x)
+
+    got = _run(forward, backward, inputs, report)
+    if got is None:
+        return report
+    report.add(_shapes(got, lay, inputs))
+    report.add(_dtypes(got, x.dtype, strict_dtype))
+    want = {"y": ref_y, "dx": ref["dx"], "dgamma": ref["dgamma"], "dbeta": ref["dbeta"]}
+    compared = _against_staged(report, got, want, bound, lay, inputs)
+    fd_rows = {}
+    if "dx" in got and "y" in compared:
+        budget = Budget(full_fd_limit, directions, sampled)
+        fd_rows = _against_finite_differences(report, forward, inputs, compared, want, bound, ref_cache, rng, budget)
+    if training and "dx" in compared:
+        report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, inputs.dy))
+    if explain and not report.passed:
+        diagnose.explain_report(report, compared, got, lay, ref_cache, inputs.dy, fd_rows, x.dtype, training)
+    return report
+
+
+@dataclass
+class _Inputs:
+    """Private copies of what the implementation is called with, and their originals to restore."""
+
+    x: np.ndarray
+    gamma: np.ndarray | None
+    beta: np.ndarray | None
+    dy: np.ndarray
+    originals: list = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, x, gamma, beta, dy, lay: staged.Layout, rng, report: Report) -> _Inputs:
+        dtype = x.dtype
+        gamma = _affine(gamma, "gamma", lay, dtype)
+        beta = _affine(beta, "beta", lay, dtype)
+        if gamma is not None and gamma.size > 1 and np.ptp(gamma) == 0:
+            gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
+            report.notes.append("gamma was constant: checked with a random gamma instead")
+        if dy is None:
+            dy = rng.standard_normal(x.shape).astype(dtype)
+        else:
+            dy = np.array(dy, dtype=dtype)
+            if dy.shape != x.shape:
+                raise ValueError(f"check: dy must have x's shape {x.shape}, got {dy.shape}")
+            if dy.size > 1 and np.ptp(dy) == 0:
+                report.notes.append("dy is constant: for batch norm dx is then zero and many bugs hide")
+        inputs = cls(x, gamma, beta, dy)
+        inputs.originals = [None if a is None else a.copy() for a in inputs.all]
+        return inputs
+
+    @property
+    def all(self) -> tuple:
+        return (self.x, self.gamma, self.beta, self.dy)
+
+    @property
+    def affine(self) -> tuple:
+        return (self.gamma, self.beta)
+
+    def unchanged(self, when: str) -> Row:
+        names = [
+            n
+            for n, a, o in zip(("x", "gamma", "beta", "dy"), self.all, self.originals, strict=True)
+            if a is not None and not np.array_equal(a, o, equal_nan=True)
+        ]
+        cause = "the implementation writes into its input" if names else ""
+        return Row(f"inputs unchanged by {when}", not names, where=", ".join(names), cause=cause)
+
+    def restore(self) -> None:
+        """Later checks need the true inputs, whatever the implementation wrote into them."""
+        for a, o in zip(self.all, self.originals, strict=True):
+            if a is not None:
+                a[...] = o
+
+
+def _note_conditioning(report: Report, bound, x) -> None:
+    if not np.all(np.isfinite(x)):
+        report.notes.append("x holds NaN or inf: the statistics groups they are in are not judged")
+    elif bound.unjudged:
         report.notes.append(
-            f"{bound.unjudged} elements of x are in statistics groups so ill-conditioned for {dtype.name} that no "
+            f"{bound.unjudged} elements of x are in statistics groups so ill-conditioned for {x.dtype} that no "
             "digit of the answer is determined: they are not judged"
         )
     elif bound.loose:
         report.notes.append(
-            f"this input is ill-conditioned for {dtype.name} (max|x| * rstd up to {np.nanmax(bound.kappa):.0e}): "
+            f"this input is ill-conditioned for {x.dtype} (max|x| * rstd up to {np.nanmax(bound.kappa):.0e}): "
             "the bounds must allow errors of 1% or more, so only large mistakes show; check in float64 too"
         )
 
+
+def _run(forward: Callable, backward: Callable | None, inputs: _Inputs, report: Report) -> dict | None:
+    """Forward, then backward twice on the same cache: rows for exceptions, inputs written and repeatability.
+    The outputs as returned ({"y"} alone without a backward, or when it raised), or None if forward raised."""
     try:
-        y, cache = _call_forward(forward, x, gamma, beta)
+        y, cache = _call_forward(forward, *inputs.all[:3])
     except _Failed as exc:
         report.add(Row("forward runs", False, detail=str(exc)))
-        return report
-    report.add(unchanged("forward"))
-    restore()
-
-    grads = None
-    if backward is not None:
-        before = _snapshot(cache)
-        try:
-            grads = _call_backward(backward, dy, cache)
-            report.add(unchanged("backward"))
-            restore()  # the repeat gets the same dy, so "backward repeatable" judges the cache alone
-            written = changed_entries(before, cache)
-            again = _call_backward(backward, dy, cache)
-            restore()
-        except _Failed as exc:
-            report.add(Row("backward runs", False, detail=str(exc)))
-            grads = None
-        else:
-            report.add(_repeatable(grads, again, written))
-
+        return None
+    report.add(inputs.unchanged("forward"))
+    inputs.restore()
     got = {"y": y}
-    if grads is not None:
-        got.update(dx=grads[0], dgamma=grads[1], dbeta=grads[2])
-    report.add(_shapes(got, lay, x, gamma))
-    report.add(_dtypes(got, dtype, strict_dtype))
+    if backward is None:
+        return got
+    before = _snapshot(cache)
+    try:
+        grads = _call_backward(backward, inputs.dy, cache)
+        report.add(inputs.unchanged("backward"))
+        inputs.restore()  # the repeat gets the same dy, so "backward repeatable" judges the cache alone
+        written = changed_entries(before, cache)
+        again = _call_backward(backward, inputs.dy, cache)
+        inputs.restore()
+    except _Failed as exc:
+        report.add(Row("backward runs", False, detail=str(exc)))
+        return got
+    report.add(_repeatable(grads, again, written))
+    got.update(dx=grads[0], dgamma=grads[1], dbeta=grads[2])
+    return got
 
-    # against the staged graph
-    want = {"y": ref_y, "dx": ref["dx"], "dgamma": ref["dgamma"], "dbeta": ref["dbeta"]}
-    kinds = {"y": "x", "dx": "x", "dgamma": "affine", "dbeta": "affine"}
+
+KINDS = {"y": "x", "dx": "x", "dgamma": "affine", "dbeta": "affine"}
+
+
+def _against_staged(report: Report, got: dict, want: dict, bound, lay, inputs: _Inputs) -> dict:
+    """A row per tensor the implementation owes; returns the tensors in the reference's shape, float64."""
     compared = {}
     for nm in ("y", "dx", "dgamma", "dbeta"):
-        if nm not in got or (want[nm] is None and got[nm] is None):
+        if nm not in got or not _owed(nm, got[nm], inputs):
             continue
         value = _values(got[nm], want[nm])
         if value is None:
             report.add(Row(f"{nm} vs staged graph", False, detail=f"not comparable: {_shape_of(got[nm])}"))
             continue
         compared[nm] = value
-        report.add(_compare(f"{nm} vs staged graph", value, want[nm], getattr(bound, nm), lay, kinds[nm]))
+        report.add(_compare(f"{nm} vs staged graph", value, want[nm], getattr(bound, nm), lay, KINDS[nm]))
+    return compared
 
-    # against finite differences of the implementation's own forward
-    fd_rows = {}
-    if grads is not None:
-        fd_dtype, fd_note = _fd_precision(forward, x, gamma, beta)
-        if fd_note:
-            report.notes.append(fd_note)
-        dy64 = dy.astype(np.float64)
 
-        def forward_y(args):
-            out = _call_forward(forward, *args)
-            return np.asarray(out[0], dtype=np.float64)
+def _owed(nm: str, value, inputs: _Inputs) -> bool:
+    """Is this output compared? dgamma when gamma was given; dbeta when beta was, or when gamma was and the
+    implementation returned one (PyTorch returns None for a bias it was not given)."""
+    if nm == "dgamma":
+        return inputs.gamma is not None
+    if nm == "dbeta":
+        return inputs.beta is not None or (inputs.gamma is not None and value is not None)
+    return True
 
-        budget = Budget(full_fd_limit, directions, sampled)
-        for nm, arg, kind in [("dx", 0, "x"), ("dgamma", 1, "affine"), ("dbeta", 2, "affine")]:
-            if inputs[arg] is None or nm not in compared:
-                continue
-            shape = inputs[arg].shape
-            target = Target(nm, arg, kind, compared[nm].reshape(shape), getattr(bound, nm).reshape(shape))
-            try:
-                row = finite_difference_row(forward_y, inputs, dy64, target, ref_cache, fd_dtype, rng, budget)
-            except _Failed as exc:
-                row = Row(f"{nm} vs finite differences", False, detail=f"forward failed on a nearby input: {exc}")
-            restore()
-            fd_rows[nm] = report.add(row)
 
-    # identities that need no reference
-    if training and "dx" in compared:
-        report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, dy))
+def _against_finite_differences(report, forward, inputs: _Inputs, compared, want, bound, ref_cache, rng, budget):
+    """dx, dgamma, dbeta against differences of the implementation's own forward; the rows by tensor."""
+    fd_dtype, fd_note = _fd_precision(forward, *inputs.all[:3])
+    if fd_note:
+        report.notes.append(fd_note)
+    dy64 = inputs.dy.astype(np.float64)
+    y_shape = inputs.x.shape
 
-    if explain and not report.passed:
-        diagnose.explain_report(report, compared, got, lay, ref_cache, dy, fd_rows, dtype)
-    return report
+    def forward_y(args):
+        y = np.asarray(_call_forward(forward, *args)[0], dtype=np.float64)
+        if y.size != dy64.size:
+            raise _Failed(f"y has shape {y.shape} for x of shape {y_shape}")
+        return y.reshape(y_shape)
+
+    rows = {}
+    for nm, arg in [("dx", 0), ("dgamma", 1), ("dbeta", 2)]:
+        if inputs.all[arg] is None or nm not in compared:
+            continue
+        shape = inputs.all[arg].shape
+        target = Target(
+            nm, arg, KINDS[nm], compared[nm].reshape(shape), getattr(bound, nm).reshape(shape), want[nm].reshape(shape)
+        )
+        try:
+            row = finite_difference_row(forward_y, list(inputs.all[:3]), dy64, target, ref_cache, fd_dtype, rng, budget)
+        except _Failed as exc:
+            row = Row(f"{nm} vs finite differences", False, detail=f"forward failed on a nearby input: {exc}")
+        inputs.restore()
+        rows[nm] = report.add(row)
+    return rows
 
 
 def _shape_of(value) -> str:
@@ -437,14 +492,15 @@ def _repeatable(grads, again, written: list[str]) -> Row:
     return Row("backward repeatable", False, where=entries or "second call differs", cause=cause)
 
 
-def _shapes(got: dict, lay: staged.Layout, x, gamma) -> Row:
+def _shapes(got: dict, lay: staged.Layout, inputs: _Inputs) -> Row:
     problems, keepdims = [], []
     for nm, a in got.items():
-        if nm in ("dgamma", "dbeta") and gamma is None:
+        if nm in ("dgamma", "dbeta") and not _owed(nm, a, inputs):
             if a is not None:
-                problems.append(f"{nm} should be None without gamma")
+                problems.append(f"{nm} should be None without {'gamma' if nm == 'dgamma' else 'gamma or beta'}")
             continue
-        allowed = {tuple(x.shape)} if nm in ("y", "dx") else {tuple(lay.affine_shape), tuple(gamma.shape)}
+        given = inputs.gamma if inputs.gamma is not None else inputs.beta
+        allowed = {tuple(inputs.x.shape)} if nm in ("y", "dx") else {tuple(lay.affine_shape), tuple(given.shape)}
         shape = None if a is None else np.shape(a)
         if shape not in allowed:
             want = " or ".join(str(s) for s in sorted(allowed, key=len))

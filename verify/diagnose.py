@@ -41,21 +41,16 @@ from .staged import Layout, Stages
 
 @dataclass(frozen=True)
 class View:
-    """x as the implementation arranged it: transposed by `order` (None: not), reshaped to layout.x_shape,
-    with the staged graph's statistics and affine taken in that arrangement."""
+    """x as the implementation arranged it: reshaped (in memory order) to layout.x_shape, with the staged
+    graph's statistics and affine taken in that arrangement."""
 
     layout: Layout
-    order: tuple | None = None
 
     def to_view(self, a: np.ndarray) -> np.ndarray:
-        a = a if self.order is None else a.transpose(self.order)
         return a.reshape(self.layout.x_shape)
 
     def from_view(self, a: np.ndarray, x_shape: tuple) -> np.ndarray:
-        if self.order is None:
-            return a.reshape(x_shape)
-        moved = tuple(x_shape[i] for i in self.order)
-        return a.reshape(moved).transpose(np.argsort(self.order))
+        return a.reshape(x_shape)
 
     def partition(self, x_shape: tuple) -> bytes:
         """Which elements of x share statistics and which share gamma, as a canonical labelling: two views
@@ -80,7 +75,7 @@ class Change:
     key: str  # short and unique, e.g. "var_divisor=23"
     stage: str  # the stage it changes, as the report names it, e.g. "var = mean(sq)"
     words: str  # what the implementation does, in a student's words
-    part: str  # "forward" (changes y, and the exact gradient with it) or "backward"
+    part: str  # "forward" (changes y; the backward then runs the reference stages on its values) or "backward"
     view: View | None = None
     stages: dict = field(default_factory=dict)  # stage name -> fn(self, *inputs)
     float32: str = ""  # "all" or "backward": that part computed in float32
@@ -153,7 +148,8 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
     if order is not None:
         dy = dy.reshape(-1)[order].reshape(x_shape)
     dy_v = view.to_view(dy)
-    bound_dtype = np.float32 if dtype == np.float32 else ctx.dtype
+    float32 = dtype == np.float32 or any(c.float32 for c in changes)
+    bound_dtype = np.float32 if float32 else ctx.dtype
     back = None
     if order is not None:
         back = np.empty_like(order)
@@ -164,7 +160,7 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
         return a if back is None else a.reshape(-1)[back].reshape(x_shape)
 
     def make_bounds():  # the same for every backward change on this forward and this dy
-        bkey = ("bounds", key, order is None)
+        bkey = ("bounds", key, order is None, float32)
         if bkey not in memo:
             with np.errstate(all="ignore"):
                 b = error_bounds.bounds(cache if dtype == np.float64 else _as64(cache), dy_v, bound_dtype)
@@ -237,15 +233,17 @@ def _axes_words(lay: Layout, axes) -> str:
     return "(" + ", ".join(names[a] for a in axes) + ")"
 
 
+WORDS = {"N": "sample", "C": "channel", "D": "feature"}
+
+
 def _per(lay: Layout, kept) -> str:
-    """'per channel', 'per sample', 'per (sample, channel)', 'per (n, h, w)' for the axes kept."""
+    """'per channel', 'per sample', 'per (sample, channel)', 'per (sample, h, w)' for the axes kept."""
     kept = tuple(kept)
-    if lay.norm != "layer_norm" and kept in ((1,), (0,), (0, 1)):
-        return {(1,): "per channel", (0,): "per sample", (0, 1): "per (sample, channel)"}[kept]
     if not kept:
         return "over the whole tensor"
-    names = axis_names(lay)
-    return "per (" + ", ".join(names[a].lower() for a in kept) + ")"
+    names = [WORDS.get(n, n.lower()) for n in axis_names(lay)]
+    words = [names[a] for a in kept]
+    return f"per {words[0]}" if len(words) == 1 else "per (" + ", ".join(words) + ")"
 
 
 def describe_statistics(lay: Layout) -> str:
@@ -392,7 +390,7 @@ def view_changes(lay: Layout) -> list[Change]:
         if part in seen:
             continue
         seen.add(part)
-        known = _known_norm(x_shape, part, view.order is None and view.layout.affine_broadcast == lay.affine_broadcast)
+        known = _known_norm(x_shape, part, view.layout.affine_broadcast == lay.affine_broadcast)
         if known and known != _norm_name(lay):
             words += f": that is {known}"
         changes.append(Change(key, "mu and var, the statistics", words, "forward", view=view, prior=prior))
@@ -647,15 +645,20 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             prior=15,
         ),
         Change(
-            "eps_outside_backward",
+            "dvar_without_eps",
             "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
-            "eps is outside the square root in the backward: sqrt(var) + eps",
+            "the backward of the square root leaves eps out: 0.5 / sqrt(var)",
             "backward",
-            stages={
-                "dsqrtvar": lambda s, divar, sqrtvar: -1.0 / (np.sqrt(sqrtvar**2 - s.eps) + s.eps) ** 2 * divar,
-                "dxmu1": lambda s, dxhat, ivar: dxhat / (np.sqrt(1.0 / ivar**2 - s.eps) + s.eps),
-            },
-            prior=30,
+            stages={"dvar": lambda s, dsqrtvar, var: 0.5 / np.sqrt(var) * dsqrtvar},
+            prior=25,
+        ),
+        Change(
+            "dvar_eps_outside",
+            "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
+            "the backward of the square root uses the cached std with eps outside: 0.5 / (sqrt(var) + eps)",
+            "backward",
+            stages={"dvar": lambda s, dsqrtvar, var: 0.5 / (np.sqrt(var) + s.eps) * dsqrtvar},
+            prior=25,
         ),
         Change(
             "gamma_missing_backward",
@@ -759,8 +762,8 @@ def _dy_unmoved(lay: Layout) -> Change:
     return Change(
         "dy_unmoved",
         "the backward's reshape of dy",
-        "the backward reshapes dy to (N*H*W, C) without moving C last, while the forward moved it: dy meets "
-        "the wrong elements of xhat",
+        "the backward reshapes dy to (N*H*W, C), and dx back, without moving C, while the forward moved it: dy "
+        "meets the wrong elements of xhat",
         "backward",
         dy_order=q,
         prior=3,
@@ -793,6 +796,8 @@ class _Search:
         self._forwards: dict[tuple, tuple] = {}
         self._outcomes: dict[tuple, Outcome | None] = {}
         self._screens: dict[tuple, float] = {}
+        self.pairs = ctx.x.size <= PAIRS_LIMIT
+        self.reference = self.run((), True)
 
     def screen(self, tensor: str, float32: bool) -> float:
         """How far (relative to its scale) a hypothesis may be from a tensor and still be bounded: 1000 times
@@ -831,9 +836,9 @@ class _Search:
                     r, rel = residual(self.ctx.got.get(t), out, t, self.screen(t, float32))
                     ok = ok and r <= 1
                     res = max(res, rel)
-                if ok:
+                if ok and (not float32 or self._float32_sized(tensors, out)):
                     hits.append(changes)
-                elif res < closest_res:
+                elif res < closest_res and not self._same_as_reference(tensors, out):
                     closest, closest_res = changes, res
             if hits:
                 # a match within float32's bounds is weaker evidence than one within float64's: use it only
@@ -844,24 +849,54 @@ class _Search:
                 return hits, (), np.inf
         return [], closest, closest_res
 
+    def _float32_sized(self, tensors: tuple, out: Outcome) -> bool:
+        """float32 arithmetic is named only for an error of float32's size: at least 1% of how far the float32
+        graph itself is from the float64 one (float32's bounds would also take a float64 error ten thousand
+        times smaller, from a one-pass variance, say)."""
+        for t in tensors:
+            ref, got, hyp = self.reference.tensors.get(t), self.ctx.got.get(t), out.tensors.get(t)
+            if ref is None or got is None or hyp is None:
+                return False
+            with np.errstate(invalid="ignore"):
+                if np.nanmax(np.abs(got - ref), initial=0.0) < 0.01 * np.nanmax(np.abs(hyp - ref), initial=0.0):
+                    return False
+        return True
+
+    def _same_as_reference(self, tensors: tuple, out: Outcome) -> bool:
+        """A hypothesis that does not change these tensors cannot be the closest explanation of them."""
+        ref = self.reference
+        return ref is not None and all(
+            np.array_equal(out.tensors.get(t), ref.tensors.get(t), equal_nan=True) for t in tensors
+        )
+
     def forward_levels(self):
         singles = [(c,) for c in self.views + self.forward]
+        if not self.pairs:
+            return [singles]
         pairs = [(v, f) for v in self.views for f in self.forward]
         pairs += [(a, b) for a, b in itertools.combinations(self.forward, 2) if not set(a.stages) & set(b.stages)]
         return [singles, pairs]
 
-    def backward_levels(self, base: tuple):
+    def backward_levels(self, base: tuple, views: bool):
+        """The forward's hypothesis (base) with no backward change, then one, then two. views: also try each
+        statistics view alone, a consistent other layer (when y failed and nothing explained it)."""
         singles = [base + (c,) for c in self.backward]
-        pairs = [
-            base + (a, b)
-            for a, b in itertools.combinations(self.backward, 2)
-            if not set(a.stages) & set(b.stages) and not (a.post and b.post)
-        ]
-        levels = [[base], singles, pairs] if base else [singles, pairs]
-        # a forward hypothesis may also explain the gradients by itself (a consistent other layer)
-        if not base:
+        levels = ([[base]] if base else []) + [singles]
+        if views:
             levels.insert(0, [(c,) for c in self.views])
+        if self.pairs:
+            levels.append(
+                [
+                    base + (a, b)
+                    for a, b in itertools.combinations(self.backward, 2)
+                    if not set(a.stages) & set(b.stages) and not (a.post and b.post)
+                ]
+            )
         return levels
+
+
+PAIRS_LIMIT = 4096  # pairs of changes are searched for inputs up to this many elements, single changes beyond
+DIAGNOSE_LIMIT = 2**17  # and no diagnosis at all beyond this: every hypothesis is a full staged graph
 
 
 def diagnose(ctx: Context, failing: list[str]) -> dict[str, Finding]:
@@ -876,7 +911,8 @@ def diagnose(ctx: Context, failing: list[str]) -> dict[str, Finding]:
     grads = tuple(t for t in failing if t != "y")
     if not grads:
         return findings
-    hits, closest, res = search.match(grads, search.backward_levels(base), backward=True)
+    views = "y" in failing and not base
+    hits, closest, res = search.match(grads, search.backward_levels(base, views), backward=True)
     if hits or len(grads) == 1:
         for t in grads:
             findings[t] = Finding(
@@ -884,7 +920,7 @@ def diagnose(ctx: Context, failing: list[str]) -> dict[str, Finding]:
             )
         return findings
     for t in grads:  # no one hypothesis explains them all: one by one
-        hits, closest, res = search.match((t,), search.backward_levels(base), backward=True)
+        hits, closest, res = search.match((t,), search.backward_levels(base, views), backward=True)
         findings[t] = Finding(t, _own(hits[0], base) if hits else (), [_own(a, base) for a in hits[1:3]], closest, res)
     return findings
 
@@ -912,7 +948,9 @@ def consistent_text(changes: tuple, lay: Layout) -> str:
     return f"your layer is consistent, but it is not {_norm_name(lay)}: {cause_text(changes)}" + tail
 
 
-def explain_report(report: Report, compared: dict, got: dict, lay: Layout, ref_cache: dict, dy, fd_rows: dict, dtype):
+def explain_report(
+    report: Report, compared: dict, got: dict, lay: Layout, ref_cache: dict, dy, fd_rows: dict, dtype, training=True
+):
     """Fill the `cause` of each failing "vs staged graph" row, and the report's diagnosis."""
     failing = [
         t
@@ -920,18 +958,33 @@ def explain_report(report: Report, compared: dict, got: dict, lay: Layout, ref_c
         if (r := report.row(f"{t} vs staged graph")) is not None and not r.passed
     ]
     _explain_shapes(report, got, lay, ref_cache, dy)
+    failing = [t for t in failing if t in compared]
     if not failing:
         return
-    x = ref_cache["x"]
+    if not training:
+        _explain_eval_mode(report, compared, lay, ref_cache, dtype)
+        return
+    if ref_cache["x"].size > DIAGNOSE_LIMIT:
+        report.notes.append(f"no diagnosis above {DIAGNOSE_LIMIT} elements: check a smaller input to get a cause")
+        return
     gamma = ref_cache["gamma"] if ref_cache["affine"] else None
     beta = ref_cache["beta"] if ref_cache["affine"] else None
-    ctx = Context(x, gamma, beta, np.asarray(dy, np.float64), ref_cache["eps"], lay, np.dtype(dtype), compared)
-    findings = diagnose(ctx, [t for t in failing if t in compared])
-    fd_ok = fd_rows and all(r.passed for r in fd_rows.values())
+    ctx = Context(
+        ref_cache["x"], gamma, beta, np.asarray(dy, np.float64), ref_cache["eps"], lay, np.dtype(dtype), compared
+    )
+    # a gradient whose finite-difference row passes is the exact one of the implementation's own forward:
+    # once y is explained, so is it
+    search = [t for t in failing if t == "y" or "y" not in failing or fd_rows.get(t) is None or not fd_rows[t].passed]
+    findings = diagnose(ctx, search)
     y_finding = findings.get("y")
     base = y_finding.changes if y_finding is not None else ()
-    for t, f in findings.items():
+    for t in failing:
         row = report.row(f"{t} vs staged graph")
+        f = findings.get(t)
+        if f is None:
+            if base:
+                row.cause = f"follows from the forward's mistake ({cause_text(base)}): it is the exact gradient of that"
+            continue
         if f.found:
             row.hypothesis = "+".join(c.key for c in f.changes)
             row.cause = cause_text(f.changes)
@@ -939,16 +992,32 @@ def explain_report(report: Report, compared: dict, got: dict, lay: Layout, ref_c
                 row.cause = "follows from the forward's mistake: " + row.cause
             if f.alternatives:
                 row.cause += " (or: " + " | ".join(cause_text(a) for a in f.alternatives[:1]) + ")"
-        elif t != "y" and y_finding is not None and y_finding.found and fd_ok:
-            row.cause = "follows from the forward: dx is the exact gradient of the implementation's own forward"
         elif f.closest:
             row.detail = (row.detail + "; " if row.detail else "") + (
                 f"no hypothesis reproduces {t}; the closest, {cause_text(f.closest)}, is still "
                 f"{f.closest_residual:.1e} of its scale away"
             )
-    if y_finding is not None and y_finding.found and fd_ok:
-        report.diagnosis = consistent_text(y_finding.changes, lay)
+        else:
+            row.detail = (row.detail + "; " if row.detail else "") + f"no hypothesis reproduces {t}"
+    fd_ok = fd_rows and all(r.passed for r in fd_rows.values())
+    if base and fd_ok:
+        report.diagnosis = consistent_text(base, lay)
     _explain_finite_differences(report, lay)
+
+
+def _explain_eval_mode(report: Report, compared: dict, lay: Layout, ref_cache: dict, dtype) -> None:
+    """In eval mode one mistake dominates: normalizing with the batch's statistics instead of the running ones."""
+    row = report.row("y vs staged graph")
+    if row is None or row.passed or "y" not in compared:
+        return
+    gamma = ref_cache["gamma"] if ref_cache["affine"] else None
+    beta = ref_cache["beta"] if ref_cache["affine"] else None
+    y, cache = staged.forward(ref_cache["x"], gamma, beta, stages=Stages(lay, ref_cache["eps"]))
+    bound = error_bounds.bounds(cache, np.zeros(lay.x_shape), dtype).y
+    with np.errstate(invalid="ignore"):
+        if np.all(np.abs(compared["y"] - y) <= bound):
+            row.cause = "eval mode normalizes with the batch's mean and variance instead of the running statistics"
+            row.hypothesis = "batch_statistics"
 
 
 def _explain_finite_differences(report: Report, lay: Layout) -> None:

@@ -11,8 +11,8 @@ once h is inside the function's radius of analyticity (the step is chosen that w
 the estimate is conservative. Rounding: if each phi is computed to within nu, R(h/2) carries at most
 (16 + 2) / 3 * nu / h = 6 nu / h of it (`ROUNDING_GAIN`).
 
-Steps are powers of two at least four ulps of the perturbed value, so x +- h/4 is exactly representable:
-the step taken is the step divided by, in float32 as in float64.
+Steps are powers of two of at least 16 ulps of the perturbed value, so x +- h/4 is exactly representable
+unless it crosses a power of two; the difference is divided by the step actually taken.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def default_step(x: np.ndarray) -> float:
 
 def exact_step(target, value, dtype) -> np.ndarray:
     """The largest power of two <= target that is at least 16 ulps of |value| + target in dtype, so that
-    value +- step / 4 (and step / 2, and step) are exact in dtype. Elementwise."""
+    value +- step / 4 (and step / 2, and step) are exact in dtype unless they cross a power of two, where they
+    are off by at most half an ulp of value. Elementwise."""
     target = np.asarray(target, dtype=np.float64)
     value = np.abs(np.asarray(value, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -43,9 +44,11 @@ def exact_step(target, value, dtype) -> np.ndarray:
     return np.where(np.isfinite(step) & (step > 0), np.maximum(step, floor), floor)
 
 
-def richardson(phi: Callable[[float], float], h: float) -> tuple[float, float]:
-    """phi'(0) from central differences at h, h/2, h/4, extrapolated: (value, error estimate)."""
-    d = [(phi(s) - phi(-s)) / (2 * s) for s in (h, h / 2, h / 4)]
+def richardson(phi: Callable[[float], float], h: float, taken: Callable[[float], float] | None = None) -> tuple:
+    """phi'(0) from central differences at h, h/2, h/4, extrapolated: (value, error estimate). taken(t) is
+    the offset a nominal step t really moves the input by, when rounding may change it."""
+    taken = taken or (lambda t: t)
+    d = [(phi(s) - phi(-s)) / (taken(s) - taken(-s)) for s in (h, h / 2, h / 4)]
     r1 = (4 * d[1] - d[0]) / 3
     r2 = (4 * d[2] - d[1]) / 3
     return r2, abs(r1 - r2)

@@ -271,7 +271,8 @@ def forward(
 ):
     """Staged forward, in float64 unless dtype says otherwise. Returns (out, cache); cache holds every stage.
 
-    gamma/beta None mean no affine (gamma = 1, beta = 0); any shape with the affine's elements is taken
+    gamma/beta None mean gamma = 1, beta = 0 (and with both None, no affine gradients); any shape with the
+    affine's elements is taken
     (cs231n's (1, C, 1, 1) among them). cache["mean"], cache["rstd"] have the kernels' stats shape. A
     variant of the graph comes in as `stages` (which then also brings the layout and eps).
     """
@@ -280,7 +281,7 @@ def forward(
         stages = Stages(lay, eps)
     s, lay = stages, stages.lay
     x = np.asarray(x, dtype=dtype)
-    affine = gamma is not None
+    affine = gamma is not None or beta is not None
     gamma = np.ones(lay.affine_shape, dtype) if gamma is None else np.asarray(gamma, dtype=dtype)
     beta = np.zeros(lay.affine_shape, dtype) if beta is None else np.asarray(beta, dtype=dtype)
     gamma_b = gamma.reshape(lay.affine_broadcast)
@@ -327,7 +328,7 @@ def _stats_broadcast(lay: Layout) -> tuple:
 def backward(dout, cache) -> dict:
     """Staged backward, in the forward's dtype: every stage's gradient, with dx, dgamma, dbeta among them.
 
-    dgamma and dbeta are None when the forward had no affine.
+    dgamma and dbeta are None when the forward was given neither gamma nor beta.
     """
     s: Stages = cache["stages"]
     lay = s.lay
