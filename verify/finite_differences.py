@@ -16,7 +16,7 @@ beta enter y linearly: any step is exact but for rounding, and h = max(1, |gamma
 
 A random direction v (large inputs) is drawn per group in units of sigma, v = z * sigma with z standard
 normal; var(t) + eps = sigma**2 (1 + 2 rho t + q t**2) with q the variance of z over the group, whose roots
-have |t| = 1 / sqrt(q): h = 1 / (4 sqrt(max q)). A direction is rounded so that x + t v is exact for the
+have |t| = 1 / sqrt(q): h = step_fraction / sqrt(max q). A direction is rounded so that x + t v is exact for the
 steps used, except where an element crosses a power of two; the tolerance adds what that half ulp can move.
 
 Tolerance of one comparison: the analytic side's own error bound (verify.bounds, for the dtype of the
@@ -211,7 +211,8 @@ def _direction(lay: Layout, cache: dict, base: np.ndarray, dtype, rng) -> tuple[
     sigma = np.broadcast_to(1.0 / np.abs(cache["ivar"]), lay.view_shape)
     z = rng.standard_normal(lay.view_shape)
     q = z.var(axis=lay.reduce_axes)
-    h = float(exact_step(1.0 / (4.0 * np.sqrt(max(float(q.max(initial=0.0)), 1e-3))), 0.0, np.float64))
+    radius = 1.0 / np.sqrt(max(float(q.max(initial=0.0)), 1e-3))
+    h = float(exact_step(radius * step_fraction(dtype), 0.0, np.float64))
     v = (z * sigma).reshape(lay.x_shape)
     return _exact_direction(v, base, h, dtype), h
 
