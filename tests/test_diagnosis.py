@@ -212,6 +212,20 @@ def test_a_float32_backward_in_a_float64_layer_is_named():
     assert _named_for(report, "dx") == "float32_backward", str(report)
 
 
+def test_float32_differences_are_too_coarse_for_the_consistent_verdict():
+    """A float32 forward with the variance over every axis, and a backward that also forgot the mean path:
+    finite differences in float32 cannot tell, so no verdict of a consistent layer."""
+    case = Case("batch_norm", (4, 3, 8, 8))
+    forward, _ = student_layer("batch_norm", "var_all_axes")
+    _, backward = student_layer("batch_norm", "no_mean_path")
+
+    def forward32(x, gamma, beta):
+        return forward(x.astype(np.float32), gamma.astype(np.float32), beta.astype(np.float32))
+
+    report = _check(case, (forward32, backward), np.float32)
+    assert not report.passed and not report.diagnosis, str(report)
+
+
 def test_a_float64_one_pass_variance_is_not_called_float32():
     case = Case("batch_norm", (6, 3, 2), recipe="offset")
     forward, backward = compact_layer("batch_norm")

@@ -267,7 +267,7 @@ def test_empty_inputs_are_checked_without_a_crash(shape):
         beta=np.zeros(shape[-1]),
         normalized_shape=shape[-1:],
     )
-    assert report.row("y vs staged graph") is not None, str(report)
+    assert report.row("y vs staged graph") is not None and report.passed, str(report)
 
 
 def test_a_nan_group_leaves_the_finite_differences_of_the_others_judging():
@@ -302,3 +302,25 @@ def test_a_bias_not_given_may_get_no_gradient_and_a_bias_alone_gets_one():
 
     report = verify.check(shift_only, shift_only_backward, norm="layer_norm", normalized_shape=6, x=x, beta=beta)
     assert report.passed and report.row("dbeta vs staged graph") is not None, str(report)
+
+
+def test_the_kernels_without_gamma_but_with_beta_pass():
+    """The contract: gamma None gives dgamma None and dbeta None, whatever beta is."""
+    case = Case("batch_norm", (4, 3))
+    x, _, beta, _ = case.inputs()
+    report = verify.check(*case.layer(), norm="batch_norm", x=x, beta=beta)
+    assert report.passed, str(report)
+
+
+def test_a_forward_that_rounds_to_float32_inside_gets_float32_differences():
+    forward, backward = compact_layer("batch_norm")
+
+    def forward32(x, gamma, beta):  # a float32 kernel behind a float64 interface
+        y, cache = forward(x.astype(np.float32), gamma.astype(np.float32), beta.astype(np.float32))
+        return y.astype(x.dtype), cache
+
+    def backward32(dy, cache):
+        return tuple(a.astype(dy.dtype) for a in backward(dy.astype(np.float32), cache))
+
+    report = _check(Case("batch_norm", (6, 3, 2)), (forward32, backward32), np.float32)
+    assert report.passed and any("rounds its input to float32" in n for n in report.notes), str(report)

@@ -286,14 +286,18 @@ def check(
     report.add(_dtypes(got, x.dtype, strict_dtype))
     want = {"y": ref_y, "dx": ref["dx"], "dgamma": ref["dgamma"], "dbeta": ref["dbeta"]}
     compared = _against_staged(report, got, want, bound, lay, inputs)
-    fd_rows = {}
+    fd_rows, fd_dtype = {}, None
     if "dx" in got and "y" in compared:
         budget = Budget(full_fd_limit, directions, sampled)
-        fd_rows = _against_finite_differences(report, forward, inputs, compared, want, bound, ref_cache, rng, budget)
-    if training and "dx" in compared:
+        fd_rows, fd_dtype = _against_finite_differences(
+            report, forward, inputs, compared, want, bound, ref_cache, rng, budget
+        )
+    if training and "dx" in compared and lay.count:
         report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, inputs.dy))
     if explain and not report.passed:
-        diagnose.explain_report(report, compared, got, lay, ref_cache, inputs.dy, fd_rows, x.dtype, training)
+        # float32 differences are too coarse to say that a backward is the exact gradient of its forward
+        fd_sharp = fd_dtype == np.float64
+        diagnose.explain_report(report, compared, got, lay, ref_cache, inputs.dy, fd_rows, fd_sharp, x.dtype, training)
     return report
 
 
@@ -414,17 +418,20 @@ def _against_staged(report: Report, got: dict, want: dict, bound, lay, inputs: _
 
 
 def _owed(nm: str, value, inputs: _Inputs) -> bool:
-    """Is this output compared? dgamma when gamma was given; dbeta when beta was, or when gamma was and the
-    implementation returned one (PyTorch returns None for a bias it was not given)."""
+    """Is this output compared? dgamma when gamma was given. dbeta when both gamma and beta were, and when
+    either was and the implementation returned one: PyTorch returns None for a bias it was not given, and
+    this project's kernels return no affine gradients without gamma."""
     if nm == "dgamma":
         return inputs.gamma is not None
     if nm == "dbeta":
-        return inputs.beta is not None or (inputs.gamma is not None and value is not None)
+        given = (inputs.gamma is not None, inputs.beta is not None)
+        return all(given) or (any(given) and value is not None)
     return True
 
 
 def _against_finite_differences(report, forward, inputs: _Inputs, compared, want, bound, ref_cache, rng, budget):
-    """dx, dgamma, dbeta against differences of the implementation's own forward; the rows by tensor."""
+    """dx, dgamma, dbeta against differences of the implementation's own forward: the rows by tensor, and the
+    dtype the differences were taken in."""
     fd_dtype, fd_note = _fd_precision(forward, *inputs.all[:3])
     if fd_note:
         report.notes.append(fd_note)
@@ -451,7 +458,7 @@ def _against_finite_differences(report, forward, inputs: _Inputs, compared, want
             row = Row(f"{nm} vs finite differences", False, detail=f"forward failed on a nearby input: {exc}")
         inputs.restore()
         rows[nm] = report.add(row)
-    return rows
+    return rows, fd_dtype
 
 
 def _shape_of(value) -> str:
@@ -473,12 +480,17 @@ def _values(got, want):
     return None
 
 
+def _same_output(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return bool(np.array_equal(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), equal_nan=True))
+    except (TypeError, ValueError):  # not numbers: the shapes row says what they are
+        return a is b
+
+
 def _repeatable(grads, again, written: list[str]) -> Row:
-    same = all(
-        (a is None and b is None)
-        or (a is not None and b is not None and np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
-        for a, b in zip(grads, again, strict=True)
-    )
+    same = all(_same_output(a, b) for a, b in zip(grads, again, strict=True))
     entries = ", ".join(written[:4]) + (" ..." if len(written) > 4 else "")
     if same and not written:
         return Row("backward repeatable", True)
@@ -533,17 +545,25 @@ def _dtypes(got: dict, dtype, strict: bool) -> Row:
 
 
 def _fd_precision(forward: Callable, x, gamma, beta) -> tuple[np.dtype, str]:
-    """The dtype the finite differences can be trusted at: float64 if forward keeps float64 input in float64."""
+    """The dtype the finite differences can be trusted at: float64 if forward computes float64 input in
+    float64. A forward that returns float64 but rounds its input to float32 inside sees no change when every
+    element moves by 2**-30 of itself; its differences are taken in float32, the steps it really sees."""
     as64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta)]
     try:
         y64 = _call_forward(forward, *as64)[0]
+        if np.asarray(y64).dtype != np.float64:
+            if x.dtype == np.float64:
+                return np.dtype(np.float64), "forward returns float32 for float64 input"
+            return np.dtype(
+                np.float32
+            ), "forward computes in float32 whatever it is given: finite differences in float32"
+        nudged = as64[0] * (1 + 2.0**-30 * np.where(np.arange(x.size).reshape(x.shape) % 2, 1.0, -1.0))
+        y_nudged = _call_forward(forward, nudged, *as64[1:])[0]
     except _Failed:
         return np.dtype(x.dtype), f"forward does not take float64 input: finite differences in {x.dtype}"
-    if np.asarray(y64).dtype == np.float64:
-        return np.dtype(np.float64), ""
-    if x.dtype == np.float64:
-        return np.dtype(np.float64), "forward returns float32 for float64 input"
-    return np.dtype(np.float32), "forward computes in float32 whatever it is given: finite differences in float32"
+    if x.size and np.array_equal(np.asarray(y64), np.asarray(y_nudged), equal_nan=True) and np.any(x != 0):
+        return np.dtype(np.float32), "forward rounds its input to float32 inside: finite differences in float32"
+    return np.dtype(np.float64), ""
 
 
 def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, bound, dy) -> list[Row]:

@@ -153,7 +153,7 @@ def finite_difference_row(
     analytic = target.analytic
     if n <= budget.full_limit:
         picks, directions = np.arange(n), 0
-        detail = f"every element, steps from {steps.min():.1e} to {steps.max():.1e}"
+        detail = f"every element, steps from {np.nanmin(steps):.1e} to {np.nanmax(steps):.1e}"
     else:
         picks = rng.choice(n, size=min(budget.sampled, n), replace=False)
         directions = budget.directions
@@ -191,7 +191,9 @@ def finite_difference_row(
         err = abs(exact - value)
         consider(_excess(err, tol), err, tol, estimate, "random direction", exact, value)
     if worst is None:
-        return Row(check, True, detail="nothing judged: every group is too ill-conditioned for the dtype")
+        return Row(
+            check, True, detail="nothing judged: every group is not finite, or too ill-conditioned for the dtype"
+        )
     excess, err, tol, estimate, where, rel = worst
     return Row(
         check,
