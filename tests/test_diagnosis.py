@@ -75,7 +75,7 @@ def _named(report, function: str) -> list[str]:
             continue
         tensor = row.check.split(" ")[0]
         running = row.check.startswith(("running", "test mode"))
-        mine = running or (tensor == "y" if forward else tensor in ("dx", "dgamma", "dbeta"))
+        mine = (running and forward) or (tensor == "y" if forward else tensor in ("dx", "dgamma", "dbeta"))
         if mine and row.hypothesis:
             said += row.hypothesis.split("+")
         if row.check == "shapes" and not forward:
