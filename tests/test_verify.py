@@ -324,3 +324,23 @@ def test_a_forward_that_rounds_to_float32_inside_gets_float32_differences():
 
     report = _check(Case("batch_norm", (6, 3, 2)), (forward32, backward32), np.float32)
     assert report.passed and any("rounds its input to float32" in n for n in report.notes), str(report)
+
+
+def test_a_forward_that_returns_float32_for_float64_input_fails_dtypes_but_not_its_differences():
+    forward, backward = compact_layer("batch_norm")
+
+    def forward32(x, gamma, beta):
+        return forward(x.astype(np.float32), gamma.astype(np.float32), beta.astype(np.float32))
+
+    report = _check(Case("batch_norm", (6, 3, 2)), (forward32, backward), np.float64, explain=False)
+    assert not report.row("dtypes").passed, str(report)
+    fd = [r for r in report.rows if "finite differences" in r.check]
+    assert fd and all(r.passed for r in fd) and any("float32" in n for n in report.notes), str(report)
+
+
+def test_the_report_says_when_the_bounds_are_too_wide_to_show_small_mistakes():
+    offset = Case("batch_norm", (6, 3, 2), recipe="offset")
+    loose = _check(offset, compact_layer("batch_norm"), np.float32, explain=False)
+    assert loose.passed and any("ill-conditioned for float32" in n for n in loose.notes), str(loose)
+    for case, dtype in [(offset, np.float64), (Case("batch_norm", (6, 3, 2)), np.float32)]:
+        assert not any("ill-conditioned" in n for n in _check(case, compact_layer("batch_norm"), dtype).notes)

@@ -33,6 +33,7 @@ RECIPES = {
     "near_equal": "1 + 1e-3 N(0, 1): groups of nearly equal values, spread 1e-3 of their magnitude",
     "flat_group": "normal, with one statistics group's spread cut 100x",
     "offset": "1e4 + N(0, 1): mean 1e4, std 1",
+    "cs231n": "5 N(0, 1) + 12, as the assignment's notebook draws x",
 }
 
 
@@ -63,7 +64,7 @@ class Case:
     def layout(self) -> staged.Layout:
         return staged.layout(self.norm, self.shape, num_groups=self.num_groups, normalized_shape=self.normalized_shape)
 
-    def inputs(self, dtype=np.float64, affine: str = "gamma_beta", seed: int = 0) -> Inputs:
+    def inputs(self, dtype=np.float64, affine: str = "gamma_beta", seed: int | list = 0) -> Inputs:
         """x with a non-zero mean and non-unit scale; gamma away from 1, beta and dy random (never ones)."""
         rng = np.random.default_rng(seed)
         x = self._draw(rng).astype(dtype)
@@ -85,10 +86,11 @@ class Case:
             return 1.0 + 1e-3 * z
         if self.recipe == "offset":
             return 1e4 + z
+        if self.recipe == "cs231n":
+            return 5.0 * z + 12.0
         x = z * 1.5 + 0.5
         if self.recipe == "flat_group":
-            group = self.layout.stats_index() == 0
-            x[group] = x[group].mean() + 0.01 * (x[group] - x[group].mean())
+            flatten_first_group(x, self.layout, 0.01)
         elif self.recipe != "normal":
             raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
         return x
@@ -173,6 +175,12 @@ class Case:
             dbeta=(dbeta, ref["dbeta"]),
         )
         return pairs, cache
+
+
+def flatten_first_group(x: np.ndarray, lay: staged.Layout, factor: float) -> None:
+    """Scale the spread of x's first statistics group by factor around its mean, in place."""
+    group = lay.stats_index() == 0
+    x[group] = x[group].mean() + factor * (x[group] - x[group].mean())
 
 
 BACKWARD = {

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bounds as error_bounds
-from . import diagnose, staged
-from .finite_differences import Budget, Target, finite_difference_row
+from . import compare, diagnose, staged
+from .finite_differences import Budget, Probe, Target, finite_difference_row
 from .report import Report, Row
 
 # Inputs up to this many elements get finite differences on every element; larger ones get random
@@ -192,28 +192,19 @@ def _affine(value, name: str, lay: staged.Layout, dtype) -> np.ndarray | None:
 def _compare(check: str, got, want, bound, lay: staged.Layout, kind: str, index_shape: tuple | None = None) -> Row:
     """got against want, element by element within bound; the row reports the element furthest outside
     (its index in index_shape, want's shape by default)."""
-    got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), want.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.abs(got - want)
-        both_nan = np.isnan(got) & np.isnan(want)
-        same_inf = np.isinf(got) & (got == want)
-        err = np.where(both_nan | same_inf, 0.0, err)
-        ratio = np.where((err == 0) | np.isposinf(bound), 0.0, err / bound)
-    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    ratio = compare.over(compare.error(got, want), bound)
     if not ratio.size:
         return Row(check, True, 0.0, 0.0)
     i = int(np.argmax(ratio))
     idx = np.unravel_index(i, want.shape if index_shape is None else index_shape)
     where = f"[{', '.join(str(int(k)) for k in idx)}] {lay.describe(kind, idx)}" if idx else ""
-    with np.errstate(invalid="ignore"):
-        rel = float(np.nanmax(err / np.maximum(1e-8, np.abs(got) + np.abs(want)), initial=0.0))
     return Row(
         check,
         bool(ratio.max() <= 1),
-        float(np.nanmax(err, initial=0.0)),
-        rel,
+        compare.max_abs_error(got, want),
+        compare.rel_error(got, want),
         where,
         tol=float(bound.reshape(-1)[i]),
         ratio=float(ratio.reshape(-1)[i]),
@@ -297,7 +288,9 @@ def check(
     if explain and not report.passed:
         # float32 differences are too coarse to say that a backward is the exact gradient of its forward
         fd_sharp = fd_dtype == np.float64
-        diagnose.explain_report(report, compared, got, lay, ref_cache, inputs.dy, fd_rows, fd_sharp, x.dtype, training)
+        diagnose.explain_report(
+            report, compared, got, lay, ref_cache, inputs.dy, fd_rows, fd_sharp, bound, x.dtype, training
+        )
     return report
 
 
@@ -444,7 +437,12 @@ def _against_finite_differences(report, forward, inputs: _Inputs, compared, want
             raise _Failed(f"y has shape {y.shape} for x of shape {y_shape}")
         return y.reshape(y_shape)
 
+    y_bound = bound.y if fd_dtype == inputs.x.dtype else error_bounds.bounds(ref_cache, dy64, fd_dtype).y
     rows = {}
+    try:
+        probe = Probe.at(forward_y, list(inputs.all[:3]), dy64, y_bound, fd_dtype)
+    except _Failed as exc:
+        probe, failure = None, exc
     for nm, arg in [("dx", 0), ("dgamma", 1), ("dbeta", 2)]:
         if inputs.all[arg] is None or nm not in compared:
             continue
@@ -453,7 +451,9 @@ def _against_finite_differences(report, forward, inputs: _Inputs, compared, want
             nm, arg, KINDS[nm], compared[nm].reshape(shape), getattr(bound, nm).reshape(shape), want[nm].reshape(shape)
         )
         try:
-            row = finite_difference_row(forward_y, list(inputs.all[:3]), dy64, target, ref_cache, fd_dtype, rng, budget)
+            if probe is None:
+                raise failure
+            row = finite_difference_row(probe, target, ref_cache, rng, budget)
         except _Failed as exc:
             row = Row(f"{nm} vs finite differences", False, detail=f"forward failed on a nearby input: {exc}")
         inputs.restore()
@@ -545,24 +545,22 @@ def _dtypes(got: dict, dtype, strict: bool) -> Row:
 
 
 def _fd_precision(forward: Callable, x, gamma, beta) -> tuple[np.dtype, str]:
-    """The dtype the finite differences can be trusted at: float64 if forward computes float64 input in
-    float64. A forward that returns float64 but rounds its input to float32 inside sees no change when every
-    element moves by 2**-30 of itself; its differences are taken in float32, the steps it really sees."""
+    """The dtype the finite differences can be trusted at, and a note when it is not float64. float64 if the
+    forward computes float64 input in float64. One that returns float32 for it computes in float32; one that
+    returns float64 but rounds its input to float32 inside sees no change when every element moves by
+    2**-30 of itself. Their differences are taken in float32, the steps they really see."""
     as64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta)]
+    float32 = np.dtype(np.float32)
     try:
         y64 = _call_forward(forward, *as64)[0]
         if np.asarray(y64).dtype != np.float64:
-            if x.dtype == np.float64:
-                return np.dtype(np.float64), "forward returns float32 for float64 input"
-            return np.dtype(
-                np.float32
-            ), "forward computes in float32 whatever it is given: finite differences in float32"
+            return float32, "forward computes in float32 whatever it is given: finite differences in float32"
         nudged = as64[0] * (1 + 2.0**-30 * np.where(np.arange(x.size).reshape(x.shape) % 2, 1.0, -1.0))
         y_nudged = _call_forward(forward, nudged, *as64[1:])[0]
     except _Failed:
         return np.dtype(x.dtype), f"forward does not take float64 input: finite differences in {x.dtype}"
     if x.size and np.array_equal(np.asarray(y64), np.asarray(y_nudged), equal_nan=True) and np.any(x != 0):
-        return np.dtype(np.float32), "forward rounds its input to float32 inside: finite differences in float32"
+        return float32, "forward rounds its input to float32 inside: finite differences in float32"
     return np.dtype(np.float64), ""
 
 

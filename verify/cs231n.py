@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from . import bounds as error_bounds
+from . import compare
+from .cases import Case
 from .check import _call_forward, _Failed, raised_at
 from .check import check as check_layer
 from .report import Report, Row
@@ -177,6 +179,11 @@ def _expected_running(rm, rv, mean, var, m_count: int, momentum: float) -> dict:
     }
 
 
+def _running_statistics(rng, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """running_mean and running_var as a few steps of training leave them: any mean, a positive variance."""
+    return rng.standard_normal(c), 0.5 + rng.random(c)
+
+
 def running_rows(forward: Callable, layer: Layer, x, gamma, beta, seed: int = 0) -> list[Row]:
     """Rows for one train step's running averages, with given running statistics and with none given."""
     rng = np.random.default_rng([0x5EED, seed, 1])
@@ -187,8 +194,7 @@ def running_rows(forward: Callable, layer: Layer, x, gamma, beta, seed: int = 0)
     m_count = x.size // c
     rows = []
     for given in (True, False):
-        rm = rng.standard_normal(c) if given else np.zeros(c)
-        rv = 0.5 + rng.random(c) if given else np.zeros(c)
+        rm, rv = _running_statistics(rng, c) if given else (np.zeros(c), np.zeros(c))
         param = {"mode": "train", "momentum": MOMENTUM}
         if given:
             param.update(running_mean=rm.copy(), running_var=rv.copy())
@@ -221,13 +227,12 @@ def _running_row(nm: str, label: str, got, expected: dict, i: int, tol) -> Row:
         return Row(check, False, where=f"shape {a.shape}, expected {want.shape}")
     shape_note = "" if a.shape == want.shape else f"shape {a.shape}, expected {want.shape}"
     a = a.reshape(want.shape)
-    err = np.abs(a - want)
-    ratio = float(np.max(err / tol))
+    ratio = float(compare.over(compare.error(a, want), tol).max(initial=0.0))
     passed = ratio <= 1 and not shape_note
-    row = Row(check, passed, float(err.max()), None, shape_note, tol=float(np.max(tol)), ratio=ratio)
+    row = Row(check, passed, compare.max_abs_error(a, want), None, shape_note, tol=float(np.max(tol)), ratio=ratio)
     if ratio > 1:
         for key, words in RUNNING_HYPOTHESES:
-            if np.all(np.abs(a - expected[key][i]) <= tol):
+            if np.all(compare.over(compare.error(a, expected[key][i]), tol) <= 1):
                 row.cause, row.hypothesis = words, key
                 break
     elif shape_note:
@@ -270,13 +275,6 @@ class Entry:
         return self.report is not None and self.report.passed
 
 
-def _inputs(layer: Layer, rng) -> tuple:
-    """The notebook's kind of input: x = 5 * randn + 12, gamma and beta random."""
-    x = 5 * rng.standard_normal(layer.shape) + 12
-    c = layer.shape[-1] if layer.norm == "layer_norm" else layer.shape[1]
-    return x, 1 + 0.5 * rng.standard_normal(c), rng.standard_normal(c)
-
-
 def _groupnorm_gamma(forward, backward, x, gamma, beta, g: int):
     """gamma in the shape the student's group norm is written for: (1, C, 1, 1) or (C,), whichever its forward
     takes and its backward returns dgamma in."""
@@ -308,7 +306,10 @@ def check_module(module, *, seed: int = 0, **kwargs) -> list[Entry]:
             entries.append(Entry(title, None, missing))
             continue
         rng = np.random.default_rng([seed, len(entries)])
-        x, gamma, beta = _inputs(layer, rng)
+        case = Case(
+            layer.norm, layer.shape, layer.num_groups, 1 if layer.norm == "layer_norm" else None, recipe="cs231n"
+        )
+        x, gamma, beta, _ = case.inputs(seed=[seed, len(entries)])
         params = {layer.param: {"mode": "train", "eps": 1e-5}}
         if layer.norm == "group_norm":
             shape = _groupnorm_gamma(forward, backward, x, gamma, beta, layer.num_groups)
@@ -325,13 +326,8 @@ def check_module(module, *, seed: int = 0, **kwargs) -> list[Entry]:
             **kwargs,
         )
         if layer.param == "bn_param" and backward_name.endswith("_backward"):
-            c = x.shape[1]
-            test_param = {
-                "mode": "test",
-                "eps": 1e-5,
-                "running_mean": rng.standard_normal(c),
-                "running_var": 0.5 + rng.random(c),
-            }
+            rm, rv = _running_statistics(rng, x.shape[1])
+            test_param = {"mode": "test", "eps": 1e-5, "running_mean": rm, "running_var": rv}
             test = check(forward, None, x=x, gamma=gamma, beta=beta, bn_param=test_param, **kwargs)
             for row in test.rows:
                 if row.check.startswith("y vs") or not row.passed:

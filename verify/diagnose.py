@@ -7,7 +7,7 @@ reference graph, never copied from it:
 
     the statistics view    mean and variance over other axes of x or of a view students build: any other
                            subset of the axes, channels grouped c % G, per (n, g, h, w), another G, the
-                           batch axis included, a reshape to (N*H*W, C) without moving C last (`View`)
+                           batch axis included, a reshape to (N*H*W, C) without moving C last (`Change.layout`)
     a stage replaced       a divisor of the mean, of the variance or of the backward's 1/M terms (every
                            product of dims, and M - 1), eps outside the square root or missing, a missing
                            mean or variance path, a flipped sign, a lost factor, gamma missing or outside a
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bounds as error_bounds
-from . import staged
+from . import compare, staged
 from .report import Report
 from .staged import Layout, Stages
 
@@ -39,26 +39,13 @@ from .staged import Layout, Stages
 # The pieces of a hypothesis
 
 
-@dataclass(frozen=True)
-class View:
-    """x as the implementation arranged it: reshaped (in memory order) to layout.x_shape, with the staged
-    graph's statistics and affine taken in that arrangement."""
-
-    layout: Layout
-
-    def to_view(self, a: np.ndarray) -> np.ndarray:
-        return a.reshape(self.layout.x_shape)
-
-    def from_view(self, a: np.ndarray, x_shape: tuple) -> np.ndarray:
-        return a.reshape(x_shape)
-
-    def partition(self, x_shape: tuple) -> bytes:
-        """Which elements of x share statistics and which share gamma, as a canonical labelling: two views
-        with the same key compute the same layer."""
-        stats = self.from_view(self.layout.stats_index(), x_shape)
-        affine_ids = np.arange(math.prod(self.layout.affine_shape)).reshape(self.layout.affine_broadcast)
-        affine = self.from_view(np.broadcast_to(affine_ids, self.layout.x_shape), x_shape)
-        return _canonical(stats).tobytes() + b"|" + _canonical(affine).tobytes()
+def partition(view: Layout) -> tuple[bytes, bytes]:
+    """Which elements of x share statistics, and which share gamma, when x is reshaped (in memory order) to
+    the view's x_shape and normalized there, as canonical labellings: views with equal keys compute the same
+    layer."""
+    affine_ids = np.arange(math.prod(view.affine_shape)).reshape(view.affine_broadcast)
+    affine = np.broadcast_to(affine_ids, view.x_shape)
+    return _canonical(view.stats_index()).tobytes(), _canonical(affine).tobytes()
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
@@ -76,7 +63,7 @@ class Change:
     stage: str  # the stage it changes, as the report names it, e.g. "var = mean(sq)"
     words: str  # what the implementation does, in a student's words
     part: str  # "forward" (changes y; the backward then runs the reference stages on its values) or "backward"
-    view: View | None = None
+    layout: Layout | None = None  # x reshaped (in memory order) to this layout's x_shape and normalized there
     stages: dict = field(default_factory=dict)  # stage name -> fn(self, *inputs)
     float32: str = ""  # "all" or "backward": that part computed in float32
     dy_order: np.ndarray | None = None  # backward: dy's elements taken in this (flat) order, dx put back
@@ -89,17 +76,13 @@ class Context:
     """The inputs the implementation was checked on, and what it returned."""
 
     x: np.ndarray  # float64
-    gamma: np.ndarray | None  # float64, affine shape
-    beta: np.ndarray | None
+    gamma: np.ndarray  # float64, affine shape (ones when the implementation was given none)
+    beta: np.ndarray  # (zeros when none)
     dy: np.ndarray
     eps: float
     lay: Layout
     dtype: np.dtype  # of the implementation's input
     got: dict  # tensor -> float64 array in the reference's shape (y, dx, dgamma, dbeta)
-
-    @property
-    def reference(self) -> View:
-        return View(self.lay)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,15 +106,15 @@ class Outcome:
 
 def _forward(ctx: Context, changes: tuple) -> tuple:
     """The forward part of a hypothesis: (view, y in x's shape, cache, dtype)."""
-    view = next((c.view for c in changes if c.view is not None), ctx.reference)
-    stages = Stages(view.layout, ctx.eps)
+    view = next((c.layout for c in changes if c.layout is not None), ctx.lay)
+    stages = Stages(view, ctx.eps)
     overrides = {name: fn for c in changes for name, fn in c.stages.items()}
     if overrides:
         stages = stages.replace(**overrides)
     dtype = np.float32 if any(c.float32 == "all" for c in changes) else np.float64
     with np.errstate(all="ignore"):
-        y_v, cache = staged.forward(view.to_view(ctx.x), ctx.gamma, ctx.beta, stages=stages, dtype=dtype)
-    return view, view.from_view(np.asarray(y_v, np.float64), ctx.lay.x_shape), cache, dtype
+        y_v, cache = staged.forward(ctx.x.reshape(view.x_shape), ctx.gamma, ctx.beta, stages=stages, dtype=dtype)
+    return view, np.asarray(y_v, np.float64).reshape(ctx.lay.x_shape), cache, dtype
 
 
 def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict | None = None) -> Outcome:
@@ -147,7 +130,7 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
     order = next((c.dy_order for c in changes if c.dy_order is not None), None)
     if order is not None:
         dy = dy.reshape(-1)[order].reshape(x_shape)
-    dy_v = view.to_view(dy)
+    dy_v = dy.reshape(view.x_shape)
     float32 = dtype == np.float32 or any(c.float32 for c in changes)
     bound_dtype = np.float32 if float32 else ctx.dtype
     back = None
@@ -156,15 +139,15 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
         back[order] = np.arange(order.size)
 
     def unview(a):
-        a = view.from_view(np.asarray(a, np.float64), x_shape)
+        a = np.asarray(a, np.float64).reshape(x_shape)
         return a if back is None else a.reshape(-1)[back].reshape(x_shape)
 
     def make_bounds():  # the same for every backward change on this forward and this dy
         bkey = ("bounds", key, order is None, float32)
         if bkey not in memo:
             with np.errstate(all="ignore"):
-                b = error_bounds.bounds(cache if dtype == np.float64 else _as64(cache), dy_v, bound_dtype)
-            memo[bkey] = {"y": view.from_view(b.y, x_shape), "dx": unview(b.dx), "dgamma": b.dgamma, "dbeta": b.dbeta}
+                b = error_bounds.bounds(_cast(cache, np.float64), dy_v, bound_dtype)
+            memo[bkey] = {"y": b.y.reshape(x_shape), "dx": unview(b.dx), "dgamma": b.dgamma, "dbeta": b.dbeta}
         return memo[bkey]
 
     tensors = {"y": y}
@@ -172,7 +155,7 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
         overrides = {name: fn for c in changes if c.part == "backward" for name, fn in c.stages.items()}
         run = dict(cache, stages=cache["stages"].replace(**overrides)) if overrides else cache
         if any(c.float32 == "backward" for c in changes):
-            run = _as32(run)
+            run = _cast(run, np.float32)
         with np.errstate(all="ignore"):
             grads = staged.backward(dy_v, run)
         tensors["dx"] = unview(grads["dx"])
@@ -184,35 +167,28 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
     return Outcome(tensors, make_bounds)
 
 
-def _as64(cache: dict) -> dict:
-    return {k: v.astype(np.float64) if isinstance(v, np.ndarray) else v for k, v in cache.items()}
+def _cast(cache: dict, dtype) -> dict:
+    """The staged graph's cache with every array in dtype."""
+    return {k: v.astype(dtype, copy=False) if isinstance(v, np.ndarray) else v for k, v in cache.items()}
 
 
-def _as32(cache: dict) -> dict:
-    return {k: v.astype(np.float32) if isinstance(v, np.ndarray) else v for k, v in cache.items()}
+SCREEN = 1.0  # a hypothesis further from a tensor than the tensor's own scale is no match: its bounds are not needed
 
 
-def residual(got, outcome: Outcome, tensor: str, screen: float) -> tuple[float, float]:
+def residual(got, outcome: Outcome, tensor: str) -> tuple[float, float]:
     """(max error / bound, max error / max|want|) of a hypothesis against a tensor: the first at most 1 is a
-    match; the second says how close a non-match came. The bounds are computed only for near misses, those
-    within `screen` of the tensor's scale."""
+    match; the second says how close a non-match came. The bounds are computed only for hypotheses within
+    SCREEN of the tensor's scale."""
     want = outcome.tensors.get(tensor)
     if got is None or want is None or np.shape(got) != np.shape(want):
         return np.inf, np.inf
-    with np.errstate(all="ignore"):
-        err = np.abs(got - want)
-        err = np.where(np.isnan(got) & np.isnan(want), 0.0, err)
-        scale = float(np.nanmax(np.abs(want), initial=0.0))
-        if np.isnan(err).any():
-            return np.inf, np.inf
-        rel = float(err.max(initial=0.0)) / max(scale, np.finfo(np.float64).tiny)
-        if rel > screen:
-            return np.inf, rel
-        bound = outcome.bound(tensor)
-        ratio = np.where((err == 0) | np.isposinf(bound), 0.0, err / bound)
-    if np.isnan(ratio).any():
+    err = compare.error(got, want)
+    if np.isnan(err).any():
+        return np.inf, np.inf
+    rel = compare.norm_rel_error(got, want)
+    if rel > SCREEN:
         return np.inf, rel
-    return float(ratio.max(initial=0.0)), rel
+    return float(compare.over(err, outcome.bound(tensor)).max(initial=0.0)), rel
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,8 +243,8 @@ def _norm_name(lay: Layout) -> str:
     return lay.norm.replace("_", " ")
 
 
-def _known_norm(x_shape: tuple, partition: bytes, affine_ok: bool) -> str:
-    """The name of a standard norm whose statistics these are, or ''."""
+def _known_norms(x_shape: tuple) -> dict:
+    """The standard norms on an x of this shape, by the statistics partition they make: partition -> name."""
     nd = len(x_shape)
     candidates = []
     if nd >= 2:
@@ -276,18 +252,18 @@ def _known_norm(x_shape: tuple, partition: bytes, affine_ok: bool) -> str:
         candidates.append(
             (f"layer norm over {x_shape[1:]}", staged.layout("layer_norm", x_shape, normalized_shape=x_shape[1:]))
         )
+        c = x_shape[1]
+        candidates += [
+            (f"group norm with G={g}", staged.layout("group_norm", x_shape, num_groups=g))
+            for g in range(2, c)
+            if c % g == 0
+        ]
     if nd >= 3:
         candidates.append(("instance norm", staged.layout("instance_norm", x_shape)))
-    if nd >= 2:
-        c = x_shape[1]
-        for g in range(2, c):
-            if c % g == 0:
-                candidates.append((f"group norm with G={g}", staged.layout("group_norm", x_shape, num_groups=g)))
+    known = {}
     for name, lay in candidates:
-        stats = View(lay).partition(x_shape).split(b"|")[0]
-        if stats == partition.split(b"|")[0] and affine_ok:
-            return name
-    return ""
+        known.setdefault(partition(lay)[0], name)
+    return known
 
 
 def _divisors(lay: Layout) -> dict:
@@ -314,7 +290,7 @@ def view_changes(lay: Layout) -> list[Change]:
     """Statistics over another arrangement of x, each a distinct layer (duplicates and the reference dropped)."""
     x_shape = lay.x_shape
     nd = len(x_shape)
-    found: list[tuple[str, str, View, int]] = []
+    found: list[tuple[str, str, Layout, int]] = []
     names = axis_names(lay)
     # statistics over any other subset of x's axes, gamma as the norm's
     for k in range(1, nd + 1):
@@ -322,7 +298,7 @@ def view_changes(lay: Layout) -> list[Change]:
             kept = [a for a in range(nd) if a not in axes]
             per = _per(lay, kept)
             words = f"mean and variance {per} over {_axes_words(lay, axes)}" if kept else f"mean and variance {per}"
-            found.append((f"axes={axes}", words, View(lay.regroup(x_shape, axes)), 20))
+            found.append((f"axes={axes}", words, lay.regroup(x_shape, axes), 20))
     if nd >= 2 and lay.norm != "layer_norm":
         n, c = x_shape[:2]
         spatial = math.prod(x_shape[2:])
@@ -333,7 +309,7 @@ def view_changes(lay: Layout) -> list[Change]:
                 (
                     "groups=c%G",
                     f"channels grouped as c % G (a reshape to (N, C/G, G, ...)) instead of {g} consecutive groups",
-                    View(lay.regroup((n, cg, g, spatial), (1, 3))),
+                    lay.regroup((n, cg, g, spatial), (1, 3)),
                     5,
                 )
             )
@@ -341,7 +317,7 @@ def view_changes(lay: Layout) -> list[Change]:
                 (
                     "groups=per_position",
                     "mean and variance per (n, group, position): over the group's channels only, not its H, W",
-                    View(lay.regroup((n, g, cg, spatial), (2,))),
+                    lay.regroup((n, g, cg, spatial), (2,)),
                     8,
                 )
             )
@@ -349,7 +325,7 @@ def view_changes(lay: Layout) -> list[Change]:
                 (
                     "groups=with_batch",
                     "the batch axis included: statistics per group over (N, the group's channels, H, W)",
-                    View(lay.regroup((n, g, cg * spatial), (0, 2))),
+                    lay.regroup((n, g, cg * spatial), (0, 2)),
                     12,
                 )
             )
@@ -359,7 +335,7 @@ def view_changes(lay: Layout) -> list[Change]:
                     (
                         f"groups={g2}",
                         f"{g2} groups of {c // g2} channels",
-                        View(lay.regroup((n, g2, c // g2 * spatial), (2,))),
+                        lay.regroup((n, g2, c // g2 * spatial), (2,)),
                         15,
                     )
                 )
@@ -370,7 +346,7 @@ def view_changes(lay: Layout) -> list[Change]:
                 (
                     "view=(NHW,C) unmoved",
                     f"x reshaped to (N*{'*'.join(names[2:])}, C) without moving C last (transpose(0, 2, 3, 1) first)",
-                    View(staged.layout("batch_norm", flat)),
+                    staged.layout("batch_norm", flat),
                     3,
                 )
             )
@@ -378,37 +354,29 @@ def view_changes(lay: Layout) -> list[Change]:
                 (
                     "view=(C,NHW) unmoved",
                     f"x reshaped to (C, N*{'*'.join(names[2:])}) without moving C first",
-                    View(Layout(lay.norm, (c, n * spatial), (c, n * spatial), (1,), (c,), (c, 1), (c,))),
+                    Layout(lay.norm, (c, n * spatial), (c, n * spatial), (1,), (c,), (c, 1), (c,)),
                     6,
                 )
             )
-    reference = View(lay).partition(x_shape)
-    seen = {reference}
+    seen = {partition(lay)}
+    known = _known_norms(x_shape)
     changes = []
     for key, words, view, prior in found:
-        part = view.partition(x_shape)
+        part = partition(view)
         if part in seen:
             continue
         seen.add(part)
-        known = _known_norm(x_shape, part, view.layout.affine_broadcast == lay.affine_broadcast)
-        if known and known != _norm_name(lay):
-            words += f": that is {known}"
-        changes.append(Change(key, "mu and var, the statistics", words, "forward", view=view, prior=prior))
+        name = known.get(part[0], "") if view.affine_broadcast == lay.affine_broadcast else ""
+        if name and name != _norm_name(lay):
+            words += f": that is {name}"
+        changes.append(Change(key, "mu and var, the statistics", words, "forward", layout=view, prior=prior))
     return changes
-
-
-def _sum_affine_over(axes):
-    def fn(s, a):
-        return a.sum(axis=axes)
-
-    return fn
 
 
 def forward_changes(lay: Layout, ctx: Context) -> list[Change]:
     """A stage of the forward done differently."""
     m = lay.count
-    gamma = np.ones(lay.affine_shape) if ctx.gamma is None else ctx.gamma
-    beta = np.zeros(lay.affine_shape) if ctx.beta is None else ctx.beta
+    gamma, beta = ctx.gamma, ctx.beta
     out = []
     for d, words in _divisors(lay).items():
         out.append(
@@ -512,26 +480,18 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
     out = []
     for d, words in {**_divisors(lay), 1: "1 (no division)"}.items():
         missing = d == 1
+        said = "the 1/M is missing" if missing else f"divides by {words} instead of M = {m}"
+        mean_path = {"dx2": lambda s, dmu, xmu, d=d: np.ones_like(xmu) / d * dmu}
+        var_path = {"dsq": lambda s, dvar, xmu, d=d: np.ones_like(xmu) / d * dvar}
+        prior = 10 if missing else 20
         out.append(
-            Change(
-                f"mean_path_divisor={d}",
-                "dx2 = dmu / M, the backward of mu = mean(x)",
-                ("the 1/M is missing" if missing else f"divides by {words} instead of M = {m}"),
-                "backward",
-                stages={"dx2": lambda s, dmu, xmu, d=d: np.ones_like(xmu) / d * dmu},
-                prior=10 if missing else 20,
-            )
-        )
+            Change(f"mean_path_divisor={d}", "dx2 = dmu / M, the backward of mu = mean(x)", said, "backward",
+                   stages=mean_path, prior=prior)
+        )  # fmt: skip
         out.append(
-            Change(
-                f"var_path_divisor={d}",
-                "dsq = dvar / M, the backward of var = mean(sq)",
-                ("the 1/M is missing" if missing else f"divides by {words} instead of M = {m}"),
-                "backward",
-                stages={"dsq": lambda s, dvar, xmu, d=d: np.ones_like(xmu) / d * dvar},
-                prior=10 if missing else 20,
-            )
-        )
+            Change(f"var_path_divisor={d}", "dsq = dvar / M, the backward of var = mean(sq)", said, "backward",
+                   stages=var_path, prior=prior)
+        )  # fmt: skip
         if not missing:
             out.append(
                 Change(
@@ -539,10 +499,7 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
                     "dsq and dx2, the backward's 1/M terms",
                     f"both 1/M terms of the backward divide by {words} instead of M = {m}",
                     "backward",
-                    stages={
-                        "dx2": lambda s, dmu, xmu, d=d: np.ones_like(xmu) / d * dmu,
-                        "dsq": lambda s, dvar, xmu, d=d: np.ones_like(xmu) / d * dvar,
-                    },
+                    stages={**mean_path, **var_path},
                     prior=8,
                 )
             )
@@ -681,7 +638,11 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             "dgamma = sum(dy * xhat)",
             "dgamma sums dxhat * xhat with dxhat = dy * gamma: gamma is multiplied in once too often",
             "backward",
-            stages={"dgamma": lambda s, dgammax, xhat: s.sum_affine(dgammax * xhat * _gamma_b(s, ctx.gamma))},
+            stages={
+                "dgamma": lambda s, dgammax, xhat: s.sum_affine(
+                    dgammax * xhat * ctx.gamma.reshape(s.lay.affine_broadcast)
+                )
+            },
             prior=12,
         ),
         Change(
@@ -737,15 +698,9 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
     return out
 
 
-def _gamma_b(s: Stages, gamma) -> np.ndarray:
-    """gamma (or ones) shaped to broadcast against x."""
-    return (np.ones(s.lay.affine_shape) if gamma is None else gamma).reshape(s.lay.affine_broadcast)
-
-
 def _gamma_in_view(s: Stages, gamma) -> np.ndarray:
-    """gamma (or ones) broadcast to x and arranged as the statistics view."""
+    """gamma broadcast to x and arranged as the statistics view."""
     lay = s.lay
-    gamma = np.ones(lay.affine_shape) if gamma is None else gamma
     return np.broadcast_to(gamma.reshape(lay.affine_broadcast), lay.x_shape).reshape(lay.view_shape)
 
 
@@ -795,21 +750,9 @@ class _Search:
         self.backward = backward_changes(ctx.lay, ctx)
         self._forwards: dict[tuple, tuple] = {}
         self._outcomes: dict[tuple, Outcome | None] = {}
-        self._screens: dict[tuple, float] = {}
+        self._reference_residuals: dict[tuple, float] = {}
         self.pairs = ctx.x.size <= PAIRS_LIMIT
         self.reference = self.run((), True)
-
-    def screen(self, tensor: str, float32: bool) -> float:
-        """How far (relative to its scale) a hypothesis may be from a tensor and still be bounded: 1000 times
-        the reference's own relative bound, so conditioning that differs between hypotheses is covered."""
-        key = (tensor, float32)
-        if key not in self._screens:
-            ref = evaluate(self.ctx, (Change("float32", "", "", "forward", float32="all"),) if float32 else ())
-            want = ref.tensors.get(tensor)
-            scale = float(np.nanmax(np.abs(want), initial=0.0)) if want is not None else 0.0
-            bound = float(np.nanmax(ref.bound(tensor), initial=np.inf)) if want is not None else np.inf
-            self._screens[key] = 1.0 if not scale or not np.isfinite(bound) else min(1.0, 1000 * bound / scale)
-        return self._screens[key]
 
     def run(self, changes: tuple, backward: bool) -> Outcome | None:
         key = (tuple(c.key for c in changes), backward)
@@ -833,7 +776,7 @@ class _Search:
                 ok, res = True, 0.0
                 float32 = any(c.float32 for c in changes)
                 for t in tensors:
-                    r, rel = residual(self.ctx.got.get(t), out, t, self.screen(t, float32))
+                    r, rel = residual(self.ctx.got.get(t), out, t)
                     ok = ok and r <= 1
                     res = max(res, rel)
                 if ok and (not float32 or self._float32_sized(tensors, out)):
@@ -865,17 +808,17 @@ class _Search:
     def _reference_residual(self, tensors: tuple) -> float:
         """How far the reference itself is from these tensors: a hypothesis is the closest explanation only if
         it comes clearly nearer than that (one that changes nothing, or a few ulps, never does)."""
-        key = ("reference", tensors)
-        if key not in self._screens:
+        if tensors not in self._reference_residuals:
             ref = self.reference
             worst = 0.0
             for t in tensors:
                 if ref is None or ref.tensors.get(t) is None or self.ctx.got.get(t) is None:
                     worst = np.inf
                     continue
-                worst = max(worst, residual(self.ctx.got[t], ref, t, 0.0)[1])
-            self._screens[key] = worst
-        return self._screens[key]
+                rel = compare.norm_rel_error(self.ctx.got[t], ref.tensors[t])
+                worst = np.inf if np.isnan(rel) else max(worst, rel)
+            self._reference_residuals[tensors] = worst
+        return self._reference_residuals[tensors]
 
     def forward_levels(self):
         singles = [(c,) for c in self.views + self.forward]
@@ -949,7 +892,7 @@ def consistent_text(changes: tuple, lay: Layout) -> str:
         f" — {_norm_name(lay)} takes {describe_statistics(lay)}. The backward is the exact gradient of this "
         "forward (the finite-difference rows pass): fix the forward, and the backward with it"
     )
-    view = next((c for c in changes if c.view is not None), None)
+    view = next((c for c in changes if c.layout is not None), None)
     if view is not None and len(changes) == 1 and "that is " in view.words:
         other = view.words.split("that is ")[-1]
         return f"your layer is a consistent {other}, not {_norm_name(lay)}: {view.words.split(': that is')[0]}" + tail
@@ -965,17 +908,19 @@ def explain_report(
     dy,
     fd_rows: dict,
     fd_sharp: bool,
+    bound,
     dtype,
     training: bool = True,
 ):
     """Fill the `cause` of each failing "vs staged graph" row, and the report's diagnosis. fd_sharp: the
-    finite differences were taken in float64, fine enough to tell an exact gradient from a wrong one."""
+    finite differences were taken in float64, fine enough to tell an exact gradient from a wrong one. bound:
+    verify.bounds for the implementation's dtype."""
     failing = [
         t
         for t in ("y", "dx", "dgamma", "dbeta")
         if (r := report.row(f"{t} vs staged graph")) is not None and not r.passed
     ]
-    _explain_shapes(report, got, lay, ref_cache, dy)
+    _explain_shapes(report, got, lay, ref_cache, dy, bound)
     failing = [t for t in failing if t in compared]
     if not failing:
         return
@@ -985,10 +930,16 @@ def explain_report(
     if ref_cache["x"].size > DIAGNOSE_LIMIT:
         report.notes.append(f"no diagnosis above {DIAGNOSE_LIMIT} elements: check a smaller input to get a cause")
         return
-    gamma = ref_cache["gamma"] if ref_cache["affine"] else None
-    beta = ref_cache["beta"] if ref_cache["affine"] else None
+    # the reference's cache holds gamma = 1 and beta = 0 where the implementation was given none
     ctx = Context(
-        ref_cache["x"], gamma, beta, np.asarray(dy, np.float64), ref_cache["eps"], lay, np.dtype(dtype), compared
+        ref_cache["x"],
+        ref_cache["gamma"],
+        ref_cache["beta"],
+        np.asarray(dy, np.float64),
+        ref_cache["eps"],
+        lay,
+        np.dtype(dtype),
+        compared,
     )
     # a gradient whose finite-difference row passes is the exact one of the implementation's own forward:
     # once y is explained, so is it
@@ -1032,14 +983,13 @@ def _explain_eval_mode(report: Report, compared: dict, lay: Layout, ref_cache: d
     row = report.row("y vs staged graph")
     if row is None or row.passed or "y" not in compared:
         return
-    gamma = ref_cache["gamma"] if ref_cache["affine"] else None
-    beta = ref_cache["beta"] if ref_cache["affine"] else None
-    y, cache = staged.forward(ref_cache["x"], gamma, beta, stages=Stages(lay, ref_cache["eps"]))
+    y, cache = staged.forward(
+        ref_cache["x"], ref_cache["gamma"], ref_cache["beta"], stages=Stages(lay, ref_cache["eps"])
+    )
     bound = error_bounds.bounds(cache, np.zeros(lay.x_shape), dtype).y
-    with np.errstate(invalid="ignore"):
-        if np.all(np.abs(compared["y"] - y) <= bound):
-            row.cause = "eval mode normalizes with the batch's mean and variance instead of the running statistics"
-            row.hypothesis = "batch_statistics"
+    if np.all(compare.over(compare.error(compared["y"], y), bound) <= 1):
+        row.cause = "eval mode normalizes with the batch's mean and variance instead of the running statistics"
+        row.hypothesis = "batch_statistics"
 
 
 def _explain_finite_differences(report: Report, lay: Layout) -> None:
@@ -1054,22 +1004,31 @@ def _explain_finite_differences(report: Report, lay: Layout) -> None:
             fd.cause = f"{t} is right for {_norm_name(lay)}: it is the forward that is wrong (see y)"
 
 
-def _explain_shapes(report: Report, got: dict, lay: Layout, ref_cache: dict, dy):
-    """dgamma/dbeta of a shape that no reshape fixes: summed over the wrong axes?"""
+def _explain_shapes(report: Report, got: dict, lay: Layout, ref_cache: dict, dy, bound) -> None:
+    """dgamma/dbeta of a shape that no reshape fixes: summed over the wrong axes? A partial sum of dy * xhat
+    (or dy) over axes S has no more terms than the full sums of the affine elements it mixes, so its error is
+    within the sum of their bounds (verify.bounds)."""
     row = report.row("shapes")
     if row is None or row.passed:
         return
     dy = np.asarray(dy, np.float64)
     nd = len(lay.x_shape)
-    for t, terms in (("dgamma", dy * ref_cache["xhat"]), ("dbeta", dy)):
+    affine_axes = set(range(nd)) - set(lay.affine_reduce_axes)
+    for t, terms, allowed in (("dgamma", dy * ref_cache["xhat"], bound.dgamma), ("dbeta", dy, bound.dbeta)):
         a = got.get(t)
         if a is None or np.size(a) == math.prod(lay.affine_shape):
             continue
         a = np.asarray(a, np.float64)
+        full = np.broadcast_to(np.asarray(allowed).reshape(lay.affine_broadcast), lay.x_shape)
         for k in range(0, nd + 1):
             for axes in itertools.combinations(range(nd), k):
                 s = terms.sum(axis=axes)
-                if s.size == a.size and np.allclose(s.reshape(-1), a.reshape(-1), rtol=1e-5, atol=1e-8):
+                if s.size != a.size:
+                    continue
+                limit = full
+                for ax in sorted(axes, reverse=True):  # the affine elements a partial element mixes
+                    limit = limit.sum(axis=ax) if ax in affine_axes else limit.max(axis=ax)
+                if np.all(compare.over(compare.error(a.reshape(-1), s.reshape(-1)), limit.reshape(-1)) <= 1):
                     want = _axes_words(lay, lay.affine_reduce_axes)
                     row.cause = (row.cause + "; " if row.cause else "") + (
                         f"{t} sums over {_axes_words(lay, axes) if axes else 'nothing'} only; it must sum over {want}"

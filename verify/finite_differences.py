@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import bounds as error_bounds
-from .numerical import ROUNDING_GAIN, exact_step, richardson
+from . import compare
+from .numerical import ROUNDING_GAIN, exact_step, richardson, ulps_power_of_two
 from .report import Row
 from .staged import Layout
 
@@ -82,59 +83,62 @@ def _noise_per_group(lay: Layout, y_bound: np.ndarray, dy: np.ndarray) -> np.nda
     return np.broadcast_to(group, lay.view_shape).reshape(lay.x_shape)
 
 
-def _excess(err: float, tol: float) -> float:
-    """err / tol: 0 where nothing is judged (tol inf), inf where either is NaN or tol is 0 and err is not."""
-    if tol == np.inf:
-        return 0.0
-    if np.isnan(err) or np.isnan(tol):
-        return np.inf
-    return err / tol if tol > 0 else (np.inf if err else 0.0)
+@dataclass
+class Probe:
+    """The implementation's forward at the checked inputs, once for every finite-difference row: y, which
+    outputs are finite, and the rounding nu of phi = sum(dy * y) that every row's tolerance adds."""
+
+    forward_y: Callable  # [x, gamma, beta] in fd_dtype -> y as float64, in x's shape
+    args: list  # the inputs in fd_dtype
+    dtype: np.dtype  # fd_dtype
+    finite: np.ndarray  # outputs finite at the inputs: phi sums these only
+    dy: np.ndarray  # dy, 0 where the output is not finite
+    y_bound: np.ndarray  # verify.bounds of y in fd_dtype, 0 where the output is not finite
+    summed: float  # the rounding of the float64 sum of dy * y itself
+
+    @classmethod
+    def at(cls, forward_y: Callable, inputs: list, dy: np.ndarray, y_bound: np.ndarray, dtype) -> Probe:
+        args = [None if a is None else np.array(a, dtype=dtype) for a in inputs]
+        y0 = forward_y(args)
+        # outputs that are not finite at x (a NaN group) are left out of phi, so one bad group cannot make
+        # every difference NaN; its own elements are not judged (their bound is inf)
+        finite = np.isfinite(y0)
+        dy_used = np.where(finite, dy, 0.0)
+        summed = error_bounds.roundings(dy.size) * error_bounds.unit_roundoff(np.float64)
+        summed *= float(np.sum(np.abs(dy_used * np.where(finite, y0, 0.0))))
+        return cls(forward_y, args, np.dtype(dtype), finite, dy_used, np.where(finite, y_bound, 0.0), summed)
+
+    @property
+    def noise_all(self) -> float:
+        """nu when every group moves."""
+        return float(np.sum(np.abs(self.dy) * self.y_bound)) + self.summed
 
 
-def finite_difference_row(
-    forward_y: Callable,
-    inputs: list,
-    dy: np.ndarray,
-    target: Target,
-    cache: dict,
-    fd_dtype,
-    rng: np.random.Generator,
-    budget: Budget,
-) -> Row:
-    """One row: target.analytic against finite differences of forward_y (a function of [x, gamma, beta] in
-    fd_dtype returning y as float64, in x's shape)."""
+def finite_difference_row(probe: Probe, target: Target, cache: dict, rng: np.random.Generator, budget: Budget) -> Row:
+    """One row: target.analytic against finite differences of the probed forward."""
     lay: Layout = cache["layout"]
     check = f"{target.name} vs finite differences"
-    args = [None if a is None else np.array(a, dtype=fd_dtype) for a in inputs]
+    fd_dtype, args = probe.dtype, probe.args
     base = args[target.arg]
     n = base.size
-    if n == 0 or dy.size == 0:
+    if n == 0 or probe.dy.size == 0:
         return Row(check, True, detail="nothing to check (empty input)")
-    y0 = forward_y(args)
-    # outputs that are not finite at x (a NaN group) are left out of phi, so one bad group cannot make every
-    # difference NaN; its own elements are not judged (their bound is inf)
-    finite = np.isfinite(y0)
-    dy_used = np.where(finite, dy, 0.0)
-    y_bound = error_bounds.bounds(cache, dy, fd_dtype).y
-    summed = error_bounds.roundings(dy.size) * error_bounds.unit_roundoff(np.float64)
-    summed *= float(np.sum(np.abs(dy_used * np.where(finite, y0, 0.0))))
-    noise_all = float(np.sum(np.abs(dy_used) * np.where(finite, y_bound, 0.0))) + summed  # nu if every group moves
     bound = target.bound
     if target.arg == 0:
         steps = _element_steps(lay, cache["ivar"], base, fd_dtype)
-        noise = _noise_per_group(lay, np.where(finite, y_bound, 0.0), dy_used) + summed
+        noise = _noise_per_group(lay, probe.y_bound, probe.dy) + probe.summed
     else:
         steps = exact_step(np.maximum(1.0, np.abs(base)) / 4, base, fd_dtype)
-        noise = np.full(base.shape, noise_all)
+        noise = np.full(base.shape, probe.noise_all)
         # a gamma or beta some of whose outputs are not finite: phi cannot see all it does, so it is not judged
-        seen = finite.all(axis=lay.affine_reduce_axes).reshape(base.shape)
+        seen = probe.finite.all(axis=lay.affine_reduce_axes).reshape(base.shape)
         bound = np.where(seen, bound, np.inf)
 
     def phi_along(direction: np.ndarray) -> Callable[[float], float]:
         def phi(t: float) -> float:
             moved = list(args)
             moved[target.arg] = (base + t * direction).astype(fd_dtype)
-            return float(np.sum(np.where(finite, forward_y(moved), 0.0) * dy_used))
+            return float(np.sum(np.where(probe.finite, probe.forward_y(moved), 0.0) * probe.dy))
 
         return phi
 
@@ -161,22 +165,22 @@ def finite_difference_row(
 
     worst = None  # (excess, error, tolerance, estimate, where, rel)
 
-    def consider(excess, err, tol, estimate, where, exact, value):
+    def consider(exact, value, tol, estimate, where):
         nonlocal worst
+        err = abs(exact - value)
+        excess = float(compare.over(err, tol))
         if worst is None or excess > worst[0]:
-            worst = (excess, err, tol, estimate, where, err / max(1e-8, abs(exact) + abs(value)))
+            worst = (excess, err, tol, estimate, where, compare.rel_error(exact, value))
 
     for i in picks:
         allowed = float(bound.reshape(-1)[i])
         if allowed == np.inf:  # an element whose group is not judged
             continue
         value, estimate, rounding = element(int(i))
-        exact = float(analytic.reshape(-1)[i])
-        tol = allowed + ESTIMATE_FACTOR * estimate + rounding
-        err = abs(exact - value)
         idx = np.unravel_index(int(i), lay.x_shape if target.kind == "x" else lay.affine_shape)
         where = f"[{', '.join(map(str, idx))}] {lay.describe(target.kind, idx)}"
-        consider(_excess(err, tol), err, tol, estimate, where, exact, value)
+        exact = float(analytic.reshape(-1)[i])
+        consider(exact, value, allowed + ESTIMATE_FACTOR * estimate + rounding, estimate, where)
     for _ in range(directions):
         v, h = _direction(lay, cache, base, fd_dtype, rng) if target.arg == 0 else _affine_direction(base, rng)
         v = np.where(np.isinf(bound), 0.0, v)  # unjudged elements stay put
@@ -185,11 +189,10 @@ def finite_difference_row(
         # the difference by |gradient| * ulp / 2 per element (the reference gradient stands for the true one)
         off = np.spacing(np.abs(base).astype(fd_dtype)).astype(np.float64) / 2
         inexact = ROUNDING_GAIN * float(np.sum(np.abs(target.reference) * off)) / h
-        rounding = ROUNDING_GAIN * noise_all / h + inexact
-        exact = float(np.sum(analytic * v))
-        tol = float(np.sum(np.where(v == 0, 0.0, bound) * np.abs(v))) + ESTIMATE_FACTOR * estimate + rounding
-        err = abs(exact - value)
-        consider(_excess(err, tol), err, tol, estimate, "random direction", exact, value)
+        rounding = ROUNDING_GAIN * probe.noise_all / h + inexact
+        allowed = float(np.sum(np.where(v == 0, 0.0, bound) * np.abs(v)))
+        consider(float(np.sum(analytic * v)), value, allowed + ESTIMATE_FACTOR * estimate + rounding, estimate,
+                 "random direction")  # fmt: skip
     if worst is None:
         return Row(
             check, True, detail="nothing judged: every group is not finite, or too ill-conditioned for the dtype"
@@ -202,7 +205,7 @@ def finite_difference_row(
         rel,
         where,
         tol=tol,
-        ratio=float(excess),
+        ratio=excess,
         estimate=estimate,
         detail=f"{detail}; FD error estimate {estimate:.1e} at the worst element",
     )
@@ -226,8 +229,6 @@ def _affine_direction(base: np.ndarray, rng) -> tuple[np.ndarray, float]:
 
 def _exact_direction(v: np.ndarray, base: np.ndarray, h: float, dtype) -> np.ndarray:
     """v rounded to multiples of q / (h / 4), q = 16 ulps of |base| + |h v|: then base +- (h / 2**k) v, k <= 2,
-    are exact in dtype."""
-    q = 16 * np.spacing((np.abs(base) + np.abs(h * v)).astype(dtype)).astype(np.float64)
-    q = np.exp2(np.ceil(np.log2(q)))
-    unit = q / (h / 4)
+    are exact in dtype (unless they cross a power of two)."""
+    unit = ulps_power_of_two(np.abs(base) + np.abs(h * v), dtype) / (h / 4)
     return np.round(v / unit) * unit

@@ -7,9 +7,9 @@ The verifier's derivative of phi(t) = sum(dy * forward(x + t v)) at t = 0 takes 
 
 at h, h/2 and h/4 and extrapolates twice (Richardson): R(h) = (4 D(h/2) - D(h)) / 3 is accurate to O(h**4).
 The value is R(h/2); its error estimate is |R(h) - R(h/2)|, which is about 15 times its truncation error
-once h is inside the function's radius of analyticity (the step is chosen that way, see `stats_step`), so
-the estimate is conservative. Rounding: if each phi is computed to within nu, R(h/2) carries at most
-(16 + 2) / 3 * nu / h = 6 nu / h of it (`ROUNDING_GAIN`).
+once h is inside the function's radius of analyticity (the step is chosen that way, see
+verify.finite_differences.step_fraction), so the estimate is conservative. Rounding: if each phi is computed
+to within nu, R(h/2) carries at most (16 + 2) / 3 * nu / h = 6 nu / h of it (`ROUNDING_GAIN`).
 
 Steps are powers of two of at least 16 ulps of the perturbed value, so x +- h/4 is exactly representable
 unless it crosses a power of two; the difference is divided by the step actually taken.
@@ -36,12 +36,17 @@ def exact_step(target, value, dtype) -> np.ndarray:
     value +- step / 4 (and step / 2, and step) are exact in dtype unless they cross a power of two, where they
     are off by at most half an ulp of value. Elementwise."""
     target = np.asarray(target, dtype=np.float64)
-    value = np.abs(np.asarray(value, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         step = np.exp2(np.floor(np.log2(target)))
-    floor = 16 * np.spacing((value + target).astype(dtype)).astype(np.float64)
-    floor = np.exp2(np.ceil(np.log2(floor)))
+    floor = ulps_power_of_two(np.abs(np.asarray(value, dtype=np.float64)) + target, dtype)
     return np.where(np.isfinite(step) & (step > 0), np.maximum(step, floor), floor)
+
+
+def ulps_power_of_two(magnitude, dtype) -> np.ndarray:
+    """The smallest power of two at least 16 ulps of |magnitude| in dtype, elementwise: a multiple of that
+    added to a value of at most that magnitude is exact in dtype (unless the sum crosses a power of two)."""
+    floor = 16 * np.spacing(np.abs(np.asarray(magnitude, dtype=np.float64)).astype(dtype)).astype(np.float64)
+    return np.exp2(np.ceil(np.log2(floor)))
 
 
 def richardson(phi: Callable[[float], float], h: float, taken: Callable[[float], float] | None = None) -> tuple:

@@ -64,6 +64,11 @@ class Layout:
         """G for group norm (the view's second dim), else 0."""
         return self.view_shape[1] if self.norm == "group_norm" else 0
 
+    @property
+    def stats_broadcast(self) -> tuple:
+        """The view's shape with the reduced axes kept as 1: the shape of mu and var in the staged graph."""
+        return tuple(1 if a in self.reduce_axes else d for a, d in enumerate(self.view_shape))
+
     def regroup(self, view_shape: tuple, reduce_axes: tuple) -> Layout:
         """The same layer with its statistics taken over another view of x (the affine is unchanged)."""
         kept = tuple(d for a, d in enumerate(view_shape) if a not in reduce_axes)
@@ -97,8 +102,7 @@ class Layout:
 
     def stats_index(self) -> np.ndarray:
         """For every element of x (x's shape), the flat index of its statistics group."""
-        kept = tuple(d if a not in self.reduce_axes else 1 for a, d in enumerate(self.view_shape))
-        ids = np.arange(math.prod(kept)).reshape(kept)
+        ids = np.arange(math.prod(self.stats_broadcast)).reshape(self.stats_broadcast)
         return np.broadcast_to(ids, self.view_shape).reshape(self.x_shape)
 
 
@@ -246,7 +250,7 @@ class Stages:
 def eval_mode(stages: Stages, running_mean, running_var) -> Stages:
     """The graph normalizing with running statistics: mu and var are constants, so nothing flows back
     through them (dx = dy * gamma * rstd)."""
-    shape = _stats_broadcast(stages.lay)
+    shape = stages.lay.stats_broadcast
     rm = np.asarray(running_mean, dtype=np.float64).reshape(shape)
     rv = np.asarray(running_var, dtype=np.float64).reshape(shape)
     return stages.replace(
@@ -271,10 +275,9 @@ def forward(
 ):
     """Staged forward, in float64 unless dtype says otherwise. Returns (out, cache); cache holds every stage.
 
-    gamma/beta None mean gamma = 1, beta = 0 (and with both None, no affine gradients); any shape with the
-    affine's elements is taken
-    (cs231n's (1, C, 1, 1) among them). cache["mean"], cache["rstd"] have the kernels' stats shape. A
-    variant of the graph comes in as `stages` (which then also brings the layout and eps).
+    gamma/beta None mean gamma = 1, beta = 0 (and with both None, no affine gradients); any shape holding
+    the affine's elements is taken, cs231n's (1, C, 1, 1) among them. cache["mean"], cache["rstd"] have the
+    kernels' stats shape. A variant of the graph comes in as `stages` (which also brings the layout and eps).
     """
     if stages is None:
         lay = layout(norm, np.shape(x), num_groups=num_groups, normalized_shape=normalized_shape)
@@ -315,14 +318,10 @@ def forward(
         xhat=xhat,
         gammax=gammax,
         out=out,
-        mean=np.broadcast_to(mu, _stats_broadcast(lay)).reshape(lay.stats_shape),
-        rstd=np.broadcast_to(ivar, _stats_broadcast(lay)).reshape(lay.stats_shape),
+        mean=mu.reshape(lay.stats_shape),
+        rstd=ivar.reshape(lay.stats_shape),
     )
     return out, cache
-
-
-def _stats_broadcast(lay: Layout) -> tuple:
-    return tuple(1 if a in lay.reduce_axes else d for a, d in enumerate(lay.view_shape))
 
 
 def backward(dout, cache) -> dict:
