@@ -1,5 +1,5 @@
 """Without a GPU, the CUDA kernels run in Numba's simulator: test_cuda.py, the cuda halves of test_errors.py and
-test_hard_inputs.py, and the verifier's cuda backend,
+test_hard_inputs.py and test_nn.py, and the verifier's cuda backend,
 each in a second process (NUMBA_ENABLE_CUDASIM must be set before numba is imported)."""
 
 import os
@@ -36,6 +36,7 @@ def test_cuda_tests_pass_in_the_simulator():
         "tests/test_cuda.py",
         "tests/test_errors.py",
         "tests/test_hard_inputs.py",
+        "tests/test_nn.py",
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout

@@ -1,0 +1,572 @@
+"""normkernels.nn: each layer against its torch.nn twin over training and eval steps (y, dx, parameter
+gradients, running statistics), state dicts both ways, and every misuse named. The cuda cases use tiny shapes:
+without a GPU they run in the simulator process that test_cuda_simulator.py starts."""
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from conftest import BACKENDS, SIMULATOR, backend_case_params
+
+from normkernels import nn
+from verify import compare
+
+cpu_only = pytest.mark.skipif(SIMULATOR, reason="the simulator process runs only the cuda cases")
+
+
+class Config(NamedTuple):
+    id: str
+    name: str  # the class name, in normkernels.nn and in torch.nn
+    args: tuple
+    kwargs: dict
+    shapes: tuple  # input shapes, taken in turn by the steps
+
+
+def _running_configs(name: str, features: int, shapes: tuple) -> list[Config]:
+    """BatchNorm and InstanceNorm with and without affine, tracked with momentum 0.1 or None, or untracked."""
+    configs = []
+    for affine in (True, False):
+        for track, momentum in ((True, 0.1), (True, None), (False, 0.1)):
+            kwargs = dict(affine=affine, track_running_stats=track, momentum=momentum)
+            tag = f"{'affine' if affine else 'plain'}-{f'track-m{momentum}' if track else 'untracked'}"
+            configs.append(Config(f"{name}-{tag}", name, (features,), kwargs, shapes))
+    return configs
+
+
+RUNNING = {
+    "BatchNorm1d": (3, ((8, 3), (4, 3, 5))),
+    "BatchNorm2d": (3, ((4, 3, 3, 2), (2, 3, 1, 5))),
+    "BatchNorm3d": (2, ((2, 2, 3, 2, 2),)),
+    "InstanceNorm1d": (3, ((4, 3, 6), (3, 6))),  # batched and unbatched
+    "InstanceNorm2d": (3, ((2, 3, 4, 3), (3, 4, 3))),
+    "InstanceNorm3d": (2, ((2, 2, 3, 2, 2), (2, 2, 2, 3))),
+}
+CONFIGS = [c for name, (features, shapes) in RUNNING.items() for c in _running_configs(name, features, shapes)] + [
+    Config("BatchNorm2d-no-bias", "BatchNorm2d", (3,), dict(bias=False), ((4, 3, 2, 2),)),
+    Config("InstanceNorm2d-affine-no-bias", "InstanceNorm2d", (3,), dict(affine=True, bias=False), ((2, 3, 3, 3),)),
+    Config("LayerNorm-2d", "LayerNorm", ((4, 3),), {}, ((2, 5, 4, 3), (4, 3))),  # leading dims, and none
+    Config("LayerNorm-no-bias", "LayerNorm", (6,), dict(bias=False), ((3, 6),)),
+    Config("LayerNorm-plain", "LayerNorm", (6,), dict(elementwise_affine=False), ((2, 3, 6),)),
+    Config("GroupNorm-affine", "GroupNorm", (2, 6), {}, ((3, 6, 5), (2, 6, 2, 2))),
+    Config("GroupNorm-no-bias", "GroupNorm", (3, 6), dict(bias=False), ((3, 6, 4),)),
+    Config("GroupNorm-plain", "GroupNorm", (1, 4), dict(affine=False), ((5, 4),)),
+]
+CUDA_CONFIGS = [
+    Config("BatchNorm1d-affine", "BatchNorm1d", (3,), {}, ((4, 3), (2, 3, 3))),
+    Config("BatchNorm2d-plain-m-None", "BatchNorm2d", (2,), dict(affine=False, momentum=None), ((2, 2, 2, 2),)),
+    Config(
+        "InstanceNorm1d-affine-track",
+        "InstanceNorm1d",
+        (2,),
+        dict(affine=True, track_running_stats=True),
+        ((2, 2, 3), (2, 3)),
+    ),
+    Config("InstanceNorm2d-affine", "InstanceNorm2d", (2,), dict(affine=True), ((2, 2, 2, 2),)),
+    Config("LayerNorm", "LayerNorm", (4,), {}, ((3, 4),)),
+    Config("GroupNorm", "GroupNorm", (2, 4), {}, ((2, 4, 3),)),
+]
+TRAIN_STEPS, EVAL_STEPS = 3, 2
+
+
+def _ours(config: Config, **kwargs):
+    return getattr(nn, config.name)(*config.args, **config.kwargs, **kwargs)
+
+
+def _twin(torch, config: Config, **kwargs):
+    cls = getattr(torch.nn, config.name)
+    if "bias=" not in repr(cls(*config.args)):
+        pytest.skip(f"this PyTorch's {config.name} predates its bias argument")
+    return cls(*config.args, **config.kwargs, **kwargs)
+
+
+def _randomize(layer, rng) -> None:
+    """Parameters and running statistics away from their initial values; two batches already counted, so
+    momentum=None averages with weight 1/3, 1/4, ..."""
+    for name, a in layer.named_parameters() + layer.named_buffers():
+        if name == "num_batches_tracked":
+            a[...] = 2
+        elif name in ("weight", "running_var"):
+            a[...] = rng.uniform(0.5, 1.5, a.shape)
+        else:
+            a[...] = rng.standard_normal(a.shape)
+
+
+def _step(layer, x, dy) -> dict:
+    y = layer(x)
+    dx = layer.backward(dy)
+    return {"y": y, "dx": dx, "weight_grad": layer.weight_grad, "bias_grad": layer.bias_grad} | dict(
+        layer.named_buffers()
+    )
+
+
+def _twin_step(torch, twin, x, dy) -> dict:
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    twin.zero_grad()
+    ty = twin(tx)
+    ty.backward(torch.tensor(dy, dtype=torch.float64))
+    grads = {n: None if getattr(twin, n) is None else getattr(twin, n).grad.numpy() for n in ("weight", "bias")}
+    return {
+        "y": ty.detach().numpy(),
+        "dx": tx.grad.numpy(),
+        "weight_grad": grads["weight"],
+        "bias_grad": grads["bias"],
+    } | {n: b.numpy() for n, b in twin.named_buffers()}
+
+
+@pytest.mark.parametrize("backend, config", backend_case_params(CONFIGS, CUDA_CONFIGS))
+def test_layers_match_torch_in_training_then_eval(backend, config, dtype):
+    """Several training steps then eval steps: y, dx, the parameter gradients and the buffers after each step
+    against the float64 torch twin fed the same values; the buffers are updated in place; x and dy untouched."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    ours = _ours(config, dtype=dtype, backend=backend)
+    _randomize(ours, rng)
+    twin = _twin(torch, config, dtype=torch.float64)
+    twin.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
+    buffers = dict(ours.named_buffers())
+    tol = compare.kernel_tolerance(dtype)
+    for step in range(TRAIN_STEPS + EVAL_STEPS):
+        if step == TRAIN_STEPS:
+            assert ours.eval() is ours and not ours.training
+            twin.eval()
+        shape = config.shapes[step % len(config.shapes)]
+        x = (rng.standard_normal(shape) * (step + 1) + step).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        x_before, dy_before = x.copy(), dy.copy()
+        got, want = _step(ours, x, dy), _twin_step(torch, twin, x, dy)
+        assert got.keys() == want.keys()
+        for name, value in got.items():
+            what = f"{config.id} {backend} step {step} {name}"
+            if want[name] is None:
+                assert value is None, what
+            elif name == "num_batches_tracked":
+                assert value.dtype == np.int64 and value.shape == () and value == want[name], what
+            else:
+                assert isinstance(value, np.ndarray) and value.shape == want[name].shape, what
+                assert value.dtype == dtype, f"{what}: {value.dtype}"
+                compare.assert_close(value, want[name], tol, what=what)
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(dy, dy_before)
+    assert all(getattr(ours, n) is a for n, a in buffers.items()), "running buffers are updated in place"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_is_kept_and_shown(backend):
+    layer = nn.BatchNorm1d(2, backend=backend)
+    assert layer.backend == backend
+    torch_repr = "BatchNorm1d(2, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True"
+    assert repr(layer) == torch_repr + (")" if backend == "cpu" else ", backend='cuda')")
+
+
+@cpu_only
+@pytest.mark.parametrize("config", [pytest.param(c, id=c.id) for c in CONFIGS])
+def test_state_dict_round_trips_with_torch(config):
+    """torch -> ours loads the torch state_dict as it is; ours -> torch loads ours with torch.as_tensor. Keys,
+    their order, parameter and buffer names, values and repr are torch's."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    twin = _twin(torch, config)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.uniform_(0.5, 1.5)
+    twin(torch.randn(config.shapes[0]))  # moves the running statistics and the count, where tracked
+    ours = _ours(config)
+    assert ours.load_state_dict(twin.state_dict()) == ([], [])
+    theirs = twin.state_dict()
+    assert list(ours.state_dict()) == list(theirs)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in twin.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in twin.named_buffers()]
+    for key, value in ours.state_dict().items():
+        assert value.dtype == theirs[key].numpy().dtype, key
+        np.testing.assert_array_equal(value, theirs[key].numpy(), err_msg=key)
+    assert repr(ours) == repr(twin)
+
+    x = np.random.default_rng(1).standard_normal(config.shapes[0]).astype(np.float32)
+    ours.backward(ours(x))
+    for name, a in ours.named_parameters():
+        a -= 0.1 * getattr(ours, f"{name}_grad")
+    fresh = _twin(torch, config)
+    fresh.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
+    for key, value in fresh.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), ours.state_dict()[key], err_msg=key)
+
+
+@cpu_only
+def test_running_statistics_by_hand():
+    """Without torch: momentum=None is the plain average of the batch statistics (factor 1/num_batches_tracked);
+    InstanceNorm averages its per-instance statistics over the batch, with the unbiased variance."""
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((5, 2, 3)) * (i + 1) + i for i in range(3)]
+    bn = nn.BatchNorm1d(2, momentum=None, dtype=np.float64)
+    for x in batches:
+        bn(x)
+    assert bn.num_batches_tracked == 3
+    np.testing.assert_allclose(bn.running_mean, np.mean([x.mean(axis=(0, 2)) for x in batches], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, np.mean([x.var(axis=(0, 2), ddof=1) for x in batches], axis=0))
+
+    inorm = nn.InstanceNorm1d(2, momentum=0.25, track_running_stats=True, dtype=np.float64)
+    x = batches[2]
+    inorm(x)
+    assert inorm.num_batches_tracked == 0  # as torch: instance norm never counts
+    np.testing.assert_allclose(inorm.running_mean, 0.25 * x.mean(axis=2).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(inorm.running_var, 0.75 + 0.25 * x.var(axis=2, ddof=1).mean(axis=0), rtol=1e-12)
+    y = inorm.eval()(x)  # eval: each channel with its running statistics
+    expected = (x - inorm.running_mean[:, None]) / np.sqrt(inorm.running_var[:, None] + inorm.eps)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@cpu_only
+def test_load_state_dict_copies_into_the_arrays_and_keeps_their_dtype():
+    layer = nn.BatchNorm2d(3, dtype=np.float64)
+    arrays = dict(layer.named_parameters() + layer.named_buffers())
+    state = {
+        "weight": np.full(3, 2.0, np.float32),
+        "bias": [0.5, 0.25, 0.125],  # anything np.asarray takes
+        "running_mean": np.arange(3.0),
+        "running_var": np.full(3, 4.0),
+        "num_batches_tracked": np.array(7),
+    }
+    assert layer.load_state_dict(state) == ([], [])
+    for name, a in arrays.items():
+        assert getattr(layer, name) is a, name
+        np.testing.assert_array_equal(a, np.asarray(state[name]), err_msg=name)
+    assert layer.weight.dtype == np.float64 and layer.num_batches_tracked.dtype == np.int64
+    copy = layer.state_dict()
+    copy["weight"][...] = 0.0  # a copy, not the layer's array
+    assert np.all(layer.weight == 2.0)
+
+
+GOOD = {k: v + 1 for k, v in nn.BatchNorm2d(3).state_dict().items()}  # loadable, and unlike a new layer's
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    "state, patterns",
+    [
+        ({"weight": GOOD["weight"]}, [r'Missing key\(s\) in state_dict: "bias", "running_mean", "running_var"\.']),
+        (GOOD | {"foo": np.ones(1)}, [r'Unexpected key\(s\) in state_dict: "foo"\.']),
+        (
+            GOOD | {"weight": np.ones(4)},
+            [
+                r"size mismatch for weight: copying a param with shape \(4,\) from checkpoint, the shape in current "
+                r"model is \(3,\)\."
+            ],
+        ),
+        (GOOD | {"bias": np.array(["a", "b", "c"])}, ["expected numbers for bias, got dtype <U1"]),
+        (
+            {"weight": np.ones(4), "foo": 1.0},
+            [r'Missing key\(s\) in state_dict: "bias"', r'Unexpected key\(s\) in state_dict: "foo"', "size mismatch"],
+        ),
+    ],
+    ids=["missing", "unexpected", "wrong-shape", "strings", "all-at-once"],
+)
+def test_load_state_dict_refuses_bad_state_and_loads_nothing(state, patterns):
+    layer = nn.BatchNorm2d(3)
+    before = layer.state_dict()
+    with pytest.raises(RuntimeError, match=r"Error\(s\) in loading state_dict for BatchNorm2d:\n\t") as info:
+        layer.load_state_dict(state)
+    for pattern in patterns:
+        assert info.match(pattern), pattern
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+@cpu_only
+def test_num_batches_tracked_may_be_left_out_of_a_plain_dict_as_in_torch():
+    """PyTorch reads a state dict without version metadata as one saved before num_batches_tracked existed."""
+    layer = nn.BatchNorm1d(3)
+    layer.num_batches_tracked[...] = 5
+    state = {k: v for k, v in GOOD.items() if k != "num_batches_tracked"}
+    assert layer.load_state_dict(state) == ([], [])
+    assert layer.num_batches_tracked == 5 and np.all(layer.running_mean == 1.0)
+
+    class Versioned(dict):  # what torch.nn.Module.state_dict() returns carries _metadata
+        _metadata = {"": {"version": 2}}
+
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "num_batches_tracked"'):
+        layer.load_state_dict(Versioned(state))
+
+
+@cpu_only
+def test_load_state_dict_errors_read_as_torch_s():
+    """The missing and unexpected lines are torch's, word for word."""
+    torch = pytest.importorskip("torch")
+    state = {"weight": torch.ones(3), "foo": torch.ones(2)}
+    with pytest.raises(RuntimeError) as theirs:
+        torch.nn.BatchNorm1d(3).load_state_dict(state)
+    with pytest.raises(RuntimeError) as ours:
+        nn.BatchNorm1d(3).load_state_dict(state)
+
+    def lines(info):
+        return [line.strip() for line in str(info.value).splitlines()]
+
+    assert lines(ours) == lines(theirs)
+
+
+@cpu_only
+def test_load_state_dict_not_strict_loads_what_is_there():
+    layer = nn.GroupNorm(2, 4)
+    result = layer.load_state_dict({"weight": np.full(4, 3.0), "extra": np.ones(2)}, strict=False)
+    assert result.missing_keys == ["bias"] and result.unexpected_keys == ["extra"]
+    assert np.all(layer.weight == 3.0) and np.all(layer.bias == 0.0)
+    with pytest.raises(RuntimeError, match="size mismatch for bias"):
+        layer.load_state_dict({"bias": np.ones(5)}, strict=False)
+    with pytest.raises(TypeError, match="expected state_dict to be a mapping, got list"):
+        layer.load_state_dict([("weight", np.ones(4))])
+
+
+class _FakeGPUArray:
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+X4 = np.ones((2, 3, 4, 4), np.float32)
+BAD_INPUT = [
+    ("x a list", TypeError, "BatchNorm1d: expected x to be a numpy.ndarray, got list", nn.BatchNorm1d(3), [[1.0] * 3]),
+    ("x int64", TypeError, "expected x to have dtype float32 or float64, got int64", nn.LayerNorm(4), np.ones(4, int)),
+    ("x a GPU array", TypeError, "LayerNorm: the layers take NumPy arrays", nn.LayerNorm(3), _FakeGPUArray()),
+    ("BatchNorm2d 3-D", ValueError, r"BatchNorm2d: expected 4D input \(got 3D input\)", nn.BatchNorm2d(3), X4[0]),
+    ("BatchNorm1d 4-D", ValueError, r"expected 2D or 3D input \(got 4D input\)", nn.BatchNorm1d(3), X4),
+    ("BatchNorm3d 4-D", ValueError, r"expected 5D input \(got 4D input\)", nn.BatchNorm3d(3), X4),
+    ("InstanceNorm1d 4-D", ValueError, r"expected 2D or 3D input \(got 4D input\)", nn.InstanceNorm1d(3), X4),
+    ("InstanceNorm2d 2-D", ValueError, r"expected 3D or 4D input \(got 2D input\)", nn.InstanceNorm2d(3), X4[0, 0]),
+    ("InstanceNorm3d 3-D", ValueError, r"expected 4D or 5D input \(got 3D input\)", nn.InstanceNorm3d(3), X4[0]),
+    (
+        "GroupNorm 1-D",
+        ValueError,
+        r"GroupNorm: expected at least 2D input \(got 1D input\)",
+        nn.GroupNorm(1, 3),
+        X4[0, 0, 0],
+    ),
+    (
+        "BatchNorm2d channels",
+        ValueError,
+        r"BatchNorm2d: expected input's size at dim=1 to match num_features \(4\), but got: 3\.",
+        nn.BatchNorm2d(4),
+        X4,
+    ),
+    (
+        "BatchNorm1d channels, nothing that needs them",
+        ValueError,
+        r"match num_features \(2\), but got: 3",
+        nn.BatchNorm1d(2, affine=False, track_running_stats=False),
+        X4[:, :, 0],
+    ),
+    (
+        "InstanceNorm2d channels, affine",
+        ValueError,
+        r"InstanceNorm2d: expected input's size at dim=1 to match num_features \(5\), but got: 3\.",
+        nn.InstanceNorm2d(5, affine=True),
+        X4,
+    ),
+    (
+        "InstanceNorm2d channels, unbatched, tracked",
+        ValueError,
+        r"size at dim=0 to match num_features \(5\), but got: 3",
+        nn.InstanceNorm2d(5, track_running_stats=True),
+        X4[0],
+    ),
+    (
+        "GroupNorm channels",
+        ValueError,
+        r"GroupNorm: expected input's size at dim=1 to match num_channels \(6\), but got: 3",
+        nn.GroupNorm(3, 6),
+        X4,
+    ),
+    (
+        "LayerNorm trailing dims",
+        ValueError,
+        r"LayerNorm: Given normalized_shape=\[3, 4\], expected input with shape \[\*, 3, 4\], but got input of size",
+        nn.LayerNorm((3, 4)),
+        X4,
+    ),
+    (
+        "BatchNorm1d training, one value per channel",
+        ValueError,
+        r"BatchNorm1d: Expected more than 1 value per channel when training, got input size \[1, 3\]",
+        nn.BatchNorm1d(3),
+        X4[:1, :, 0, 0],
+    ),
+    (
+        "InstanceNorm1d, one spatial element",
+        ValueError,
+        r"InstanceNorm1d: Expected more than 1 spatial element when training, got input size \[2, 3, 1\]",
+        nn.InstanceNorm1d(3),
+        X4[:, :, 0, :1],
+    ),
+]
+
+
+@cpu_only
+@pytest.mark.parametrize("error, pattern, layer, x", [pytest.param(*row[1:], id=row[0]) for row in BAD_INPUT])
+def test_bad_input_is_named(error, pattern, layer, x):
+    buffers = {n: a.copy() for n, a in layer.named_buffers()}
+    with pytest.raises(error, match=pattern):
+        layer(x)
+    for name, a in layer.named_buffers():  # a refused batch is neither counted nor averaged in
+        np.testing.assert_array_equal(a, buffers[name], err_msg=name)
+
+
+@cpu_only
+def test_instance_norm_warns_as_torch_when_num_features_is_unused():
+    x = np.random.default_rng(2).standard_normal((2, 5, 4))
+    with pytest.warns(UserWarning, match="dim=1 does not match num_features"):
+        y = nn.InstanceNorm1d(3)(x)
+    np.testing.assert_array_equal(y, nn.InstanceNorm1d(5)(x))
+
+
+BAD_CONSTRUCTOR = [
+    (
+        "num_features 0",
+        ValueError,
+        "BatchNorm2d: expected num_features to be a positive int",
+        lambda: nn.BatchNorm2d(0),
+    ),
+    ("num_features 2.5", TypeError, "expected num_features to be an int, got float", lambda: nn.BatchNorm1d(2.5)),
+    ("num_features True", TypeError, "expected num_features to be an int, got bool", lambda: nn.InstanceNorm1d(True)),
+    ("eps negative", ValueError, r"expected eps to be a finite number in \[0.0, inf\]", lambda: nn.LayerNorm(3, -1.0)),
+    ("eps a string", TypeError, "expected eps to be a real number, got str", lambda: nn.GroupNorm(1, 2, "1e-5")),
+    (
+        "momentum a string",
+        TypeError,
+        "expected momentum to be a real number",
+        lambda: nn.BatchNorm2d(3, momentum="0.1"),
+    ),
+    ("momentum NaN", ValueError, "expected momentum to be a finite number", lambda: nn.BatchNorm2d(3, momentum=np.nan)),
+    ("affine 'yes'", TypeError, "BatchNorm3d: expected affine to be a bool", lambda: nn.BatchNorm3d(3, affine="yes")),
+    (
+        "track_running_stats 1",
+        TypeError,
+        "expected track_running_stats to be a bool",
+        lambda: nn.InstanceNorm2d(3, track_running_stats=1),
+    ),
+    ("bias None", TypeError, "expected bias to be a bool", lambda: nn.LayerNorm(3, bias=None)),
+    ("elementwise_affine 0", TypeError, "expected elementwise_affine to be a bool", lambda: nn.LayerNorm(3, 1e-5, 0)),
+    ("dtype int32", TypeError, "expected dtype float32 or float64, got", lambda: nn.BatchNorm1d(3, dtype=np.int32)),
+    ("dtype 'nope'", TypeError, "expected dtype float32 or float64, got 'nope'", lambda: nn.LayerNorm(3, dtype="nope")),
+    (
+        "backend 'gpu'",
+        ValueError,
+        r"backend must be one of \('cpu', 'cuda'\)",
+        lambda: nn.GroupNorm(1, 2, backend="gpu"),
+    ),
+    ("normalized_shape ()", ValueError, "normalized_shape to be at least 1-dimensional", lambda: nn.LayerNorm(())),
+    ("normalized_shape '4'", TypeError, "normalized_shape to be an int or a tuple of ints", lambda: nn.LayerNorm("4")),
+    (
+        "normalized_shape with 0",
+        ValueError,
+        "each dim of normalized_shape to be a positive",
+        lambda: nn.LayerNorm((4, 0)),
+    ),
+    ("num_groups 0", ValueError, "GroupNorm: expected num_groups to be a positive int", lambda: nn.GroupNorm(0, 4)),
+    (
+        "num_channels not divisible",
+        ValueError,
+        r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)",
+        lambda: nn.GroupNorm(4, 6),
+    ),
+]
+
+
+@cpu_only
+@pytest.mark.parametrize("error, pattern, make", [pytest.param(*row[1:], id=row[0]) for row in BAD_CONSTRUCTOR])
+def test_bad_constructor_arguments_are_named(error, pattern, make):
+    with pytest.raises(error, match=pattern):
+        make()
+
+
+@cpu_only
+def test_backward_misuse_is_named():
+    layer = nn.BatchNorm2d(3)
+    with pytest.raises(RuntimeError, match="BatchNorm2d: call forward before backward"):
+        layer.backward(np.ones_like(X4))
+    layer(X4 + np.arange(4, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"expected dy of shape \(2, 3, 4, 4\) \(the last forward's output\)"):
+        layer.backward(X4[0])
+    with pytest.raises(TypeError, match="expected dy to be a numpy.ndarray, got list"):
+        layer.backward(X4.tolist())
+    with pytest.raises(TypeError, match="expected dy to have a floating-point dtype, got int64"):
+        layer.backward(np.ones(X4.shape, np.int64))
+    with pytest.raises(TypeError, match="expected mode to be a bool"):
+        layer.train("no")
+
+
+@cpu_only
+def test_gradients_are_overwritten_not_accumulated():
+    rng = np.random.default_rng(3)
+    layer = nn.GroupNorm(2, 4)
+    assert layer.weight_grad is None and layer.bias_grad is None
+    x, dy = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
+    layer(x)
+    dx = layer.backward(dy)
+    first = layer.weight_grad.copy(), layer.bias_grad.copy()
+    np.testing.assert_array_equal(layer.backward(dy), dx)  # again on the same forward: same dx
+    np.testing.assert_array_equal(layer.weight_grad, first[0])
+    np.testing.assert_array_equal(layer.bias_grad, first[1])
+    assert layer.weight_grad.dtype == np.float32  # the parameter's dtype, not x's
+    np.testing.assert_allclose(layer.bias_grad, dy.sum(axis=(0, 2)), rtol=1e-6)
+    layer.zero_grad()
+    assert layer.weight_grad is None and layer.bias_grad is None
+
+
+@cpu_only
+def test_backward_uses_the_forward_s_x_and_weight_even_if_they_change():
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((4, 3, 2, 2)), rng.standard_normal((4, 3, 2, 2))
+    reference = nn.BatchNorm2d(3)
+    reference(x)
+    want = reference.backward(dy)
+    layer = nn.BatchNorm2d(3)
+    layer(x.copy())
+    changed = x.copy()
+    layer(changed)
+    changed += 5.0
+    layer.weight *= 3.0
+    np.testing.assert_array_equal(layer.backward(dy), want)
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    "config",
+    [
+        Config("BatchNorm2d", "BatchNorm2d", (3,), {}, ((4, 3, 2, 2),)),
+        Config("InstanceNorm2d", "InstanceNorm2d", (3,), dict(affine=True, track_running_stats=True), ((2, 3, 3, 2),)),
+        Config("LayerNorm", "LayerNorm", ((3, 2),), {}, ((4, 3, 2),)),
+    ],
+    ids=lambda c: c.id,
+)
+def test_float32_parameters_take_float64_input(config):
+    """Parameters and running statistics stay float32; y and dx have x's dtype; the float64 layer agrees."""
+    rng = np.random.default_rng(5)
+    mixed, double = _ours(config), _ours(config, dtype=np.float64)
+    _randomize(mixed, rng)
+    double.load_state_dict(mixed.state_dict())
+    tol = compare.kernel_tolerance(np.float32)
+    for step in range(3):
+        if step == 2:
+            mixed.eval(), double.eval()
+        x = rng.standard_normal(config.shapes[0]) + step
+        dy = rng.standard_normal(x.shape)
+        got, want = _step(mixed, x, dy), _step(double, x, dy)
+        assert got["y"].dtype == got["dx"].dtype == np.float64
+        for name, value in got.items():
+            if name in ("weight_grad", "bias_grad", "running_mean", "running_var"):
+                assert value.dtype == np.float32, name
+            compare.assert_close(value, want[name], tol, what=f"{config.id} step {step} {name}")
+
+
+@cpu_only
+def test_parameters_and_buffers_are_the_layer_s_arrays_initialized_as_torch():
+    layer = nn.InstanceNorm1d(4, affine=True, track_running_stats=True, dtype=np.float64)
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    assert layer.parameters()[0] is layer.weight and layer.parameters()[1] is layer.bias
+    assert [n for n, _ in layer.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
+    assert layer.buffers()[2] is layer.num_batches_tracked
+    np.testing.assert_array_equal(layer.weight, np.ones(4))
+    np.testing.assert_array_equal(layer.bias, np.zeros(4))
+    np.testing.assert_array_equal(layer.running_mean, np.zeros(4))
+    np.testing.assert_array_equal(layer.running_var, np.ones(4))
+    assert layer.weight.dtype == np.float64 and layer.num_batches_tracked.dtype == np.int64
+    plain = nn.LayerNorm(3, elementwise_affine=False)
+    assert plain.parameters() == [] and plain.buffers() == [] and plain.state_dict() == {}
+    assert plain.weight is None and plain.bias is None and plain.normalized_shape == (3,)
+    assert nn.BatchNorm1d(3, dtype=None).weight.dtype == np.float32  # None is torch's default, not NumPy's
