@@ -1,0 +1,58 @@
+"""The two training examples: the NumPy-only MLP, and LeNet with BatchNorm (torch's, ours, none)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the examples extra (scikit-learn's digits) is not installed")
+
+from examples import digits, numpy_mlp  # noqa: E402
+
+
+def test_digits_split_is_fixed_and_scaled():
+    a, b = digits.load(8), digits.load(8)
+    assert a.x_train.shape == (1437, 1, 8, 8) and a.x_test.shape == (360, 1, 8, 8)
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
+    assert a.x_train.dtype == np.float32 and 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    big = digits.load(28)
+    assert big.x_train.shape == (1437, 1, 28, 28) and np.array_equal(big.y_train, a.y_train)
+    # the resize keeps the corner pixels (grid_mode=False maps corner to corner)
+    assert np.allclose(big.x_train[:, 0, 0, 0], a.x_train[:, 0, 0, 0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return numpy_mlp.train(epochs=6, quiet=True)
+
+
+def test_numpy_mlp_learns(mlp):
+    _, history, _ = mlp
+    # the loss falls epoch by epoch on average, and the net ends far above chance (10 classes)
+    assert history.epoch_loss[-1] < 0.5 * history.epoch_loss[0]
+    assert history.epoch_loss[-1] < 0.3
+    assert history.test_accuracy[-1] > 0.9
+
+
+def test_numpy_mlp_eval_uses_running_statistics(mlp):
+    model, _, data = mlp
+    x = data.x_test.reshape(len(data.x_test), -1).astype(np.float64)[:32]
+    bn = model.bn
+    running = bn.running_mean.copy(), bn.running_var.copy(), int(bn.num_batches_tracked)
+
+    model.eval()
+    evaluated = model.forward(x)
+    alone = model.forward(x[:1])
+    # eval mode: a sample's output does not depend on the rest of the batch, and nothing is updated
+    assert np.allclose(alone[0], evaluated[0], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(bn.running_mean, running[0]) and int(bn.num_batches_tracked) == running[2]
+
+    model.train()
+    trained = model.forward(x)
+    # train mode: the batch's own statistics, so the outputs differ from eval's, and the running
+    # statistics move towards this batch's
+    assert not np.allclose(trained, evaluated, rtol=1e-3, atol=1e-3)
+    assert int(bn.num_batches_tracked) == running[2] + 1
+    assert not np.array_equal(bn.running_mean, running[0])
+    hidden = model.fc1.forward(x)
+    batch_mean = hidden.mean(axis=0)
+    expected = 0.9 * running[0] + 0.1 * batch_mean
+    assert np.allclose(bn.running_mean, expected, rtol=1e-12, atol=1e-12)
