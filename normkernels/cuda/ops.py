@@ -3,11 +3,16 @@
 Every function takes the flat or viewed arrays the front ends prepared (``normkernels._row_norms`` and
 ``normkernels._batch_norm``). NumPy arrays are copied to the device and results copied back; device arrays
 stay on the device, the results are Numba device arrays, and nothing here synchronizes with the host.
+Launches, allocations and copies go to Numba's default stream, or to the stream of an enclosing
+``on_stream(stream)`` block (how a framework's current stream, e.g. PyTorch's, orders our kernels with its own).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +22,34 @@ from . import channels, rows
 from ._config import BLOCK, CHUNK_ROWS, ITEMS, MAX_PARTIAL, MAX_TEAM, MAX_TEAMS, MIN_TEAM
 
 _GRID_STRIDE_BLOCKS = 4096  # cap for the grid-stride elementwise kernels
+
+# A context variable rather than an argument threaded through every front end: each thread and asyncio task
+# sees its own stream, and code outside an on_stream block keeps the default stream (0).
+_stream: ContextVar = ContextVar("normkernels_cuda_stream", default=None)
+
+
+@contextmanager
+def on_stream(stream) -> Iterator:
+    """Within the block, every op with backend="cuda" launches, allocates and copies on ``stream`` (a Numba
+    stream, e.g. ``cuda.external_stream(torch.cuda.current_stream().cuda_stream)``) instead of the default
+    stream. Results of device inputs are ordered on that stream (not synchronized with the host); NumPy
+    results are copied back and the stream synchronized before the op returns."""
+    token = _stream.set(stream)
+    try:
+        yield stream
+    finally:
+        _stream.reset(token)
+
+
+def _launch_stream():
+    """The stream of the enclosing on_stream block, or 0: Numba's default stream."""
+    stream = _stream.get()
+    return 0 if stream is None else stream
+
+
+def _empty(shape, dtype):
+    """A device array bound to the launch stream, so that its copies and __cuda_array_interface__ name it."""
+    return cuda.device_array(shape, dtype=dtype, stream=_launch_stream())
 
 
 def _blocks(n: int, per_block: int = BLOCK) -> int:
@@ -57,12 +90,19 @@ class _Transfer:
 
     def __init__(self, x):
         self.host = isinstance(x, np.ndarray)
+        self.stream = _launch_stream()
+        self.asynchronous = _stream.get() is not None  # copies on a stream return before they are done
 
     def __call__(self, a):
-        return cuda.to_device(np.ascontiguousarray(a)) if self.host else a
+        return cuda.to_device(np.ascontiguousarray(a), stream=self.stream) if self.host else a
 
     def out(self, a):
-        return a.copy_to_host() if self.host else a
+        if not self.host:
+            return a
+        host = a.copy_to_host(stream=self.stream)
+        if self.asynchronous:  # the caller reads the host copy at once
+            self.stream.synchronize()
+        return host
 
 
 def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
@@ -70,15 +110,15 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
     io = _Transfer(x2)
     R, K = x2.shape
     dx2, dg, db = io(x2), io(gamma), io(beta)
-    y = cuda.device_array((R, K), dtype=x2.dtype)
-    mean = cuda.device_array(R, dtype=x2.dtype)
-    rstd = cuda.device_array(R, dtype=x2.dtype)
+    y = _empty((R, K), x2.dtype)
+    mean = _empty(R, x2.dtype)
+    rstd = _empty(R, x2.dtype)
     if R and K:
         blocks, threads, ts, _ = row_launch(R, K)
-        rows.rows_forward[blocks, threads](dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
+        rows.rows_forward[blocks, threads, io.stream](dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
     elif R:  # empty rows: mean and rstd are 0 / 0, as on the CPU
         for a in (mean, rstd):
-            rows.fill[_blocks(R), BLOCK](a, math.nan)
+            rows.fill[_blocks(R), BLOCK, io.stream](a, math.nan)
     return io.out(y), io.out(mean), io.out(rstd)
 
 
@@ -87,7 +127,7 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     io = _Transfer(x2)
     R, K = x2.shape
     d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy2, x2, gamma, mean, rstd))
-    dx = cuda.device_array((R, K), dtype=x2.dtype)
+    dx = _empty((R, K), x2.dtype)
     has_gamma = gamma.size > 0
     per_element = inner == 1 and groups == 1  # layer norm
     blocks, threads, ts, teams = row_launch(R, K, max(1, MAX_PARTIAL // max(K, 1)) if per_element else MAX_TEAMS)
@@ -99,10 +139,12 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
         part_shape = (teams, K)  # per team of the grid, per element of the row
     else:
         part_shape = (R, K // inner)  # per row, per channel segment
-    pgamma = cuda.device_array(part_shape, dtype=np.float64)
-    pbeta = cuda.device_array(part_shape, dtype=np.float64)
+    pgamma = _empty(part_shape, np.float64)
+    pbeta = _empty(part_shape, np.float64)
     if R and K:
-        rows.rows_backward[blocks, threads](d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta)
+        rows.rows_backward[blocks, threads, io.stream](
+            d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta
+        )
     if not has_gamma:
         return io.out(dx), None, None
     width = gamma.size
@@ -110,8 +152,8 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     for part in (pgamma, pbeta):
         # per row and segment, (N * G, C / G) is (N, C): adding its rows adds over n; layer norm: over teams
         part = part.reshape(-1, width)
-        out = cuda.device_array(width, dtype=x2.dtype)
-        rows.sum_rows[_blocks(width), BLOCK](part, out)
+        out = _empty(width, x2.dtype)
+        rows.sum_rows[_blocks(width), BLOCK, io.stream](part, out)
         sums.append(io.out(out))
     return io.out(dx), *sums
 
@@ -125,30 +167,32 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     if has_running:
         d_rm, d_rv = io(running_mean), io(running_var)
     else:
-        d_rm = d_rv = cuda.device_array(0, dtype=x3.dtype)  # the kernel variant kernel_signatures names
-    mean = cuda.device_array(C, dtype=x3.dtype)
-    rstd = cuda.device_array(C, dtype=x3.dtype)
-    center, scale, shift = (cuda.device_array(C, dtype=np.float64) for _ in range(3))
+        d_rm = d_rv = _empty(0, x3.dtype)  # the kernel variant kernel_signatures names
+    mean = _empty(C, x3.dtype)
+    rstd = _empty(C, x3.dtype)
+    center, scale, shift = (_empty(C, np.float64) for _ in range(3))
     if training and C:
         chunk, chunks, grid = channel_launch(N, C, S)
-        mean_part = cuda.device_array((chunks, C), dtype=np.float64)
-        m2_part = cuda.device_array((chunks, C), dtype=np.float64)
+        mean_part = _empty((chunks, C), np.float64)
+        m2_part = _empty((chunks, C), np.float64)
         if S == 1:
-            channels.stats_wide[grid, BLOCK](d_x.reshape(N, C), chunk, mean_part, m2_part)
+            channels.stats_wide[grid, BLOCK, io.stream](d_x.reshape(N, C), chunk, mean_part, m2_part)
         else:
-            channels.stats_spatial[grid, BLOCK](d_x, chunk, mean_part, m2_part)
-        channels.channels_merge[_blocks(C), BLOCK](
+            channels.stats_spatial[grid, BLOCK, io.stream](d_x, chunk, mean_part, m2_part)
+        channels.channels_merge[_blocks(C), BLOCK, io.stream](
             mean_part, m2_part, chunk, N * S, eps, d_g, d_b, momentum, d_rm, d_rv, mean, rstd, center, scale, shift
         )
     elif C:
-        channels.channels_eval[_blocks(C), BLOCK](d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift)
-    y = cuda.device_array(N * C * S, dtype=x3.dtype)
+        channels.channels_eval[_blocks(C), BLOCK, io.stream](
+            d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift
+        )
+    y = _empty(N * C * S, x3.dtype)
     if y.size:
         blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
-        channels.channels_normalize[blocks, BLOCK](d_x.reshape(N * C * S), center, scale, shift, S, C, y)
+        channels.channels_normalize[blocks, BLOCK, io.stream](d_x.reshape(N * C * S), center, scale, shift, S, C, y)
     if has_running and io.host and training:
-        running_mean[...] = d_rm.copy_to_host()
-        running_var[...] = d_rv.copy_to_host()
+        running_mean[...] = io.out(d_rm)
+        running_var[...] = io.out(d_rv)
     return io.out(y).reshape(N, C, S), io.out(mean), io.out(rstd)
 
 
@@ -158,26 +202,28 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     N, C, S = x3.shape
     d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy3, x3, gamma, mean, rstd))
     chunk, chunks, grid = channel_launch(N, C, S)
-    pdy = cuda.device_array((chunks, C), dtype=np.float64)
-    pdyxmu = cuda.device_array((chunks, C), dtype=np.float64)
+    pdy = _empty((chunks, C), np.float64)
+    pdyxmu = _empty((chunks, C), np.float64)
     if grid:
         if S == 1:
-            channels.backward_sums_wide[grid, BLOCK](d_dy.reshape(N, C), d_x.reshape(N, C), d_mean, chunk, pdy, pdyxmu)
+            channels.backward_sums_wide[grid, BLOCK, io.stream](
+                d_dy.reshape(N, C), d_x.reshape(N, C), d_mean, chunk, pdy, pdyxmu
+            )
         else:
-            channels.backward_sums_spatial[grid, BLOCK](d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
+            channels.backward_sums_spatial[grid, BLOCK, io.stream](d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
     has_gamma = gamma.size > 0
-    dgamma = cuda.device_array(C if has_gamma else 0, dtype=x3.dtype)
-    dbeta = cuda.device_array(C if has_gamma else 0, dtype=x3.dtype)
-    p, q, r = (cuda.device_array(C, dtype=np.float64) for _ in range(3))
+    dgamma = _empty(C if has_gamma else 0, x3.dtype)
+    dbeta = _empty(C if has_gamma else 0, x3.dtype)
+    p, q, r = (_empty(C, np.float64) for _ in range(3))
     if C:
-        channels.backward_coefficients[_blocks(C), BLOCK](
+        channels.backward_coefficients[_blocks(C), BLOCK, io.stream](
             pdy, pdyxmu, d_rstd, d_g, training, float(N * S), dgamma, dbeta, p, q, r
         )
-    dx = cuda.device_array(N * C * S, dtype=x3.dtype)
+    dx = _empty(N * C * S, x3.dtype)
     if dx.size:
         blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
         flat = N * C * S
-        channels.backward_dx[blocks, BLOCK](d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
+        channels.backward_dx[blocks, BLOCK, io.stream](d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
     dx = io.out(dx).reshape(N, C, S)
     if not has_gamma:
         return dx, None, None

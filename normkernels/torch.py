@@ -1,0 +1,569 @@
+"""PyTorch front end: autograd Functions over the kernels, torch.nn.functional-style ops, nn.Module drop-ins.
+
+    import normkernels.torch as nkt
+    y = nkt.batch_norm(x, running_mean, running_var, weight, bias, training=True)   # as F.batch_norm
+    model = nkt.convert(model)   # every torch.nn norm layer of the model now runs our kernels
+
+Tensors reach the kernels without a copy: a CPU tensor as a NumPy view of its storage (``t.numpy()``), a CUDA
+tensor through ``__cuda_array_interface__``, launched on PyTorch's current stream of the tensor's device. The
+kernels' results come back the same way (``torch.from_numpy``, ``torch.as_tensor``). Copied are only
+non-contiguous inputs (once, to contiguous tensors) and, for instance norm with running statistics, the (C,)
+vectors it repeats N times as PyTorch does. The running statistics are updated in place, through views of the
+buffers themselves.
+
+Each Function's backward calls the op's backward kernel and is once differentiable: the kernels compute
+gradients, not graphs, so a double backward raises. float32 and float64 run; other dtypes raise TypeError.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+try:
+    import torch
+except ImportError as exc:  # an optional dependency: the rest of normkernels works without it
+    raise ImportError("normkernels.torch needs PyTorch: pip install torch") from exc
+
+from torch.autograd.function import once_differentiable
+
+import normkernels as nk
+
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "BatchNormFunction",
+    "GroupNorm",
+    "GroupNormFunction",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "InstanceNormFunction",
+    "LayerNorm",
+    "LayerNormFunction",
+    "batch_norm",
+    "convert",
+    "group_norm",
+    "instance_norm",
+    "layer_norm",
+]
+
+DTYPES = (torch.float32, torch.float64)
+
+
+# Handing tensors to the kernels
+
+
+def _check_tensors(op: str, input, **companions) -> None:
+    """input a float32/float64 CPU or CUDA tensor; each companion (weight, bias, running statistics) None or a
+    tensor of input's dtype on input's device."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: expected input to be a torch.Tensor, got {type(input).__name__}")
+    if input.dtype not in DTYPES:
+        raise TypeError(
+            f"{op}: input has dtype {input.dtype}; normkernels runs torch.float32 and torch.float64 only "
+            f"(convert with .float() or .double())"
+        )
+    if input.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"{op}: input is on device {input.device}; normkernels runs CPU and CUDA tensors only")
+    for name, t in companions.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: expected {name} to be a torch.Tensor or None, got {type(t).__name__}")
+        if t.dtype != input.dtype:
+            raise TypeError(f"{op}: expected {name} to have input's dtype {input.dtype}, got {t.dtype}")
+        if t.device != input.device:
+            raise ValueError(f"{op}: expected {name} on input's device {input.device}, got {t.device}")
+
+
+class _KernelCall:
+    """One call of the kernels on like's device: backend, tensors in and results out, each without a copy."""
+
+    def __init__(self, like: torch.Tensor):
+        self.device = like.device
+        self.backend = "cuda" if like.is_cuda else "cpu"
+
+    def arg(self, t: torch.Tensor | None):
+        """A NumPy view of a CPU tensor, or the CUDA tensor itself (read through __cuda_array_interface__)."""
+        if t is None:
+            return None
+        t = t.detach().contiguous()  # a no-op on the contiguous tensors the Functions pass
+        return t.numpy() if self.backend == "cpu" else t
+
+    def result(self, a) -> torch.Tensor | None:
+        """A kernel's output as a tensor sharing its memory: NumPy array or Numba device array."""
+        if a is None:
+            return None
+        return torch.from_numpy(a) if self.backend == "cpu" else torch.as_tensor(a, device=self.device)
+
+    @contextmanager
+    def launch(self) -> Iterator[None]:
+        """On CUDA: the tensor's device, and PyTorch's current stream there, so that our kernels run after the
+        work that produced the inputs and before the work that reads the outputs, as PyTorch's own ops do."""
+        if self.backend == "cpu":
+            yield
+            return
+        from numba import cuda
+
+        from .cuda import ops
+
+        with cuda.gpus[self.device.index]:
+            stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
+            with ops.on_stream(stream):
+                yield
+
+
+def _for_update(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A running-statistics buffer the kernel can update in place: itself, or a contiguous copy to write back."""
+    return t if t is None or t.is_contiguous() else t.contiguous()
+
+
+def _write_back(updated: torch.Tensor | None, buffer: torch.Tensor | None) -> None:
+    """Finish an in-place update made through a view autograd does not see: copy a contiguous stand-in back,
+    and bump the buffer's version as PyTorch's own in-place update does (a stale saved copy then raises)."""
+    if buffer is None:
+        return
+    if updated is not buffer:
+        buffer.copy_(updated)
+    torch.autograd.graph.increment_version(buffer)
+
+
+def _gamma_for_grads(weight: torch.Tensor | None, bias_needs_grad: bool, shape, like: torch.Tensor):
+    """The kernels return dbeta only with gamma; without weight, gamma = 1 gives the same dx and the dbeta."""
+    if weight is not None or not bias_needs_grad:
+        return weight
+    return torch.ones(shape, dtype=like.dtype, device=like.device)
+
+
+def _needed(ctx, grads: dict) -> tuple:
+    """One gradient per input of forward: grads[i] where autograd asks for input i, None everywhere else."""
+    return tuple(grads.get(i) if need else None for i, need in enumerate(ctx.needs_input_grad))
+
+
+# autograd Functions
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """BatchNorm as an autograd op over ``normkernels.batch_norm_forward`` / ``batch_norm_backward``.
+
+    apply(input (N, C, *spatial) or (N, C), weight (C,) | None, bias (C,) | None, running_mean (C,) | None,
+    running_var (C,) | None, training: bool, momentum: float, eps: float) -> y (input.shape).
+    With training, the batch statistics normalize and the running statistics, when given, are updated in place;
+    without, the running statistics normalize. Backward is once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
+        op = "batch_norm"
+        _check_tensors(op, input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+        x = input.contiguous()
+        call = _KernelCall(x)
+        rm, rv = _for_update(running_mean), _for_update(running_var)
+        with call.launch():
+            y, mean, rstd = nk.batch_norm_forward(
+                call.arg(x),
+                call.arg(weight),
+                call.arg(bias),
+                eps=eps,
+                training=training,
+                running_mean=call.arg(rm),
+                running_var=call.arg(rv),
+                momentum=momentum,
+                backend=call.backend,
+            )
+        if training:
+            _write_back(rm, running_mean)
+            _write_back(rv, running_var)
+        ctx.training = training
+        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
+        return call.result(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        call = _KernelCall(x)
+        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[2], x.shape[1], x)
+        with call.launch():
+            grads = nk.batch_norm_backward(
+                call.arg(dy),
+                call.arg(x),
+                call.arg(gamma),
+                call.arg(mean),
+                call.arg(rstd),
+                training=ctx.training,
+                backend=call.backend,
+            )
+        dx, dweight, dbias = map(call.result, grads)
+        return _needed(ctx, {0: dx, 1: dweight, 2: dbias})
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """LayerNorm as an autograd op over ``normkernels.layer_norm_forward`` / ``layer_norm_backward``.
+
+    apply(input (*lead, *normalized_shape), normalized_shape, weight (normalized_shape) | None,
+    bias (normalized_shape) | None, eps: float) -> y (input.shape). Backward is once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, normalized_shape, weight, bias, eps):
+        _check_tensors("layer_norm", input, weight=weight, bias=bias)
+        x = input.contiguous()
+        call = _KernelCall(x)
+        with call.launch():
+            y, mean, rstd = nk.layer_norm_forward(
+                call.arg(x), normalized_shape, call.arg(weight), call.arg(bias), eps=eps, backend=call.backend
+            )
+        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
+        return call.result(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        call = _KernelCall(x)
+        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[3], x.shape[mean.dim() :], x)
+        with call.launch():
+            dx, dgamma, dbeta = nk.layer_norm_backward(
+                call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd), backend=call.backend
+            )
+        return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
+
+
+class GroupNormFunction(torch.autograd.Function):
+    """GroupNorm as an autograd op over ``normkernels.group_norm_forward`` / ``group_norm_backward``.
+
+    apply(input (N, C, *spatial), num_groups: int, weight (C,) | None, bias (C,) | None, eps: float)
+    -> y (input.shape). Backward is once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, num_groups, weight, bias, eps):
+        _check_tensors("group_norm", input, weight=weight, bias=bias)
+        x = input.contiguous()
+        call = _KernelCall(x)
+        with call.launch():
+            y, mean, rstd = nk.group_norm_forward(
+                call.arg(x), num_groups, call.arg(weight), call.arg(bias), eps=eps, backend=call.backend
+            )
+        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
+        return call.result(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        call = _KernelCall(x)
+        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[3], x.shape[1], x)
+        with call.launch():
+            dx, dgamma, dbeta = nk.group_norm_backward(
+                call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd), backend=call.backend
+            )
+        return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
+
+
+class InstanceNormFunction(torch.autograd.Function):
+    """InstanceNorm as an autograd op, with PyTorch's running statistics.
+
+    apply(input (N, C, *spatial), running_mean (C,) | None, running_var (C,) | None, weight (C,) | None,
+    bias (C,) | None, use_input_stats: bool, momentum: float, eps: float) -> y (input.shape).
+
+    - input statistics, no running statistics: ``normkernels.instance_norm_forward``;
+    - input statistics and running statistics: as PyTorch, batch norm of the (1, N * C, *spatial) view with
+      the running statistics repeated N times (``batch_norm_forward`` updates the repeats), then their mean
+      over N written back; the per-(n, c) statistics are instance norm's, so ``instance_norm_backward``;
+    - running statistics only (use_input_stats False): ``batch_norm_forward`` in eval mode, and its backward.
+    Backward is once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
+        op = "instance_norm"
+        _check_tensors(op, input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+        if (running_mean is None) != (running_var is None):
+            raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
+        if not use_input_stats and running_mean is None:
+            raise ValueError(f"{op}: Expected running_mean and running_var to be defined when use_input_stats is false")
+        x = input.contiguous()
+        call = _KernelCall(x)
+        with call.launch():
+            if not use_input_stats:
+                y, mean, rstd = nk.batch_norm_forward(
+                    call.arg(x),
+                    call.arg(weight),
+                    call.arg(bias),
+                    eps=eps,
+                    training=False,
+                    running_mean=call.arg(running_mean),
+                    running_var=call.arg(running_var),
+                    backend=call.backend,
+                )
+            elif running_mean is None:
+                y, mean, rstd = nk.instance_norm_forward(
+                    call.arg(x), call.arg(weight), call.arg(bias), eps=eps, backend=call.backend
+                )
+            else:
+                y, mean, rstd = _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, momentum, eps)
+        ctx.use_input_stats = use_input_stats
+        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
+        return call.result(y).view(x.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        call = _KernelCall(x)
+        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[4], x.shape[1], x)
+        with call.launch():
+            args = (call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd))
+            if ctx.use_input_stats:
+                dx, dgamma, dbeta = nk.instance_norm_backward(*args, backend=call.backend)
+            else:  # the running statistics are constants: dx = dy * gamma * rstd
+                dx, dgamma, dbeta = nk.batch_norm_backward(*args, training=False, backend=call.backend)
+        return _needed(ctx, {0: call.result(dx), 3: call.result(dgamma), 4: call.result(dbeta)})
+
+
+def _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, momentum, eps):
+    """Instance norm with running statistics as PyTorch computes it: batch norm of x viewed as
+    (1, N * C, *spatial), with weight, bias and the running statistics repeated N times; the kernel updates the
+    repeats and their mean over n becomes the running statistics.
+
+    x: (N, C, *spatial). Returns the kernel's y (1, N * C, *spatial), mean and rstd (N, C).
+    """
+    n, c = x.shape[:2]
+    repeated = [None if t is None else t.detach().repeat(n) for t in (weight, bias, running_mean, running_var)]
+    gamma, beta, rm, rv = map(call.arg, repeated)
+    y, mean, rstd = nk.batch_norm_forward(
+        call.arg(x.view(1, n * c, *x.shape[2:])),
+        gamma,
+        beta,
+        eps=eps,
+        training=True,
+        running_mean=rm,
+        running_var=rv,
+        momentum=momentum,
+        backend=call.backend,
+    )
+    for buffer, repeats in zip((running_mean, running_var), repeated[2:], strict=True):
+        buffer.copy_(repeats.view(n, c).mean(0))  # on CUDA, on the current stream: after the kernel's update
+    return y, mean.reshape(n, c), rstd.reshape(n, c)
+
+
+# torch.nn.functional's signatures
+
+
+def batch_norm(
+    input: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """torch.nn.functional.batch_norm on our kernels. input: (N, C, *spatial) or (N, C); the rest (C,) or None.
+    Returns y (input.shape); in training, running_mean and running_var (when given) are updated in place."""
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)
+
+
+def layer_norm(
+    input: torch.Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """torch.nn.functional.layer_norm on our kernels. input: (*lead, *normalized_shape); weight, bias:
+    normalized_shape or None. Returns y (input.shape)."""
+    return LayerNormFunction.apply(input, normalized_shape, weight, bias, eps)
+
+
+def instance_norm(
+    input: torch.Tensor,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """torch.nn.functional.instance_norm on our kernels. input: (N, C, *spatial); the rest (C,) or None.
+    Returns y (input.shape). With use_input_stats each (n, c) is normalized by its own statistics and the
+    running statistics (when given) are updated in place by their mean over n; without, by the running ones."""
+    if use_input_stats and isinstance(input, torch.Tensor) and input.shape[2:].numel() == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+    return InstanceNormFunction.apply(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+def group_norm(
+    input: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """torch.nn.functional.group_norm on our kernels. input: (N, C, *spatial), C divisible by num_groups;
+    weight, bias: (C,) or None. Returns y (input.shape)."""
+    if isinstance(input, torch.Tensor) and input.dim() >= 2 and isinstance(num_groups, int) and num_groups > 0:
+        # PyTorch's check, on the (N * C / G, G, *spatial) view: the values of all n are taken together
+        size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
+        if size[0] * input.shape[2:].numel() == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+    return GroupNormFunction.apply(input, num_groups, weight, bias, eps)
+
+
+# nn.Module drop-ins: torch's classes (constructor, parameters, buffers, state dict, input checks) with a
+# forward that mirrors theirs and calls the functions above
+
+
+class _BatchNormForward:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """torch.nn.modules.batchnorm._BatchNorm.forward, on our batch_norm."""
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            # momentum None: the cumulative average of every batch so far
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # batch statistics in training, and in eval when there are no running statistics to use
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        # running statistics only where they are used: updated in training when tracked, read in eval
+        use_running = not self.training or self.track_running_stats
+        return batch_norm(
+            input,
+            self.running_mean if use_running else None,
+            self.running_var if use_running else None,
+            self.weight,
+            self.bias,
+            bn_training,
+            factor,
+            self.eps,
+        )
+
+
+class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
+    """torch.nn.BatchNorm1d on normkernels' kernels. Input (N, C) or (N, C, L)."""
+
+
+class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d on normkernels' kernels. Input (N, C, H, W)."""
+
+
+class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
+    """torch.nn.BatchNorm3d on normkernels' kernels. Input (N, C, D, H, W)."""
+
+
+class _InstanceNormForward:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """torch.nn.modules.instancenorm._InstanceNorm.forward, on our instance_norm."""
+        self._check_input_dim(input)
+        feature_dim = input.dim() - self._get_no_batch_dim()
+        if input.size(feature_dim) != self.num_features:
+            if self.affine:
+                raise ValueError(
+                    f"expected input's size at dim={feature_dim} to match num_features"
+                    f" ({self.num_features}), but got: {input.size(feature_dim)}."
+                )
+            warnings.warn(
+                f"input's size at dim={feature_dim} does not match num_features. "
+                "You can silence this warning by not passing in num_features, "
+                "which is not used because affine=False",
+                stacklevel=2,
+            )
+        if input.dim() == self._get_no_batch_dim():  # unbatched: a batch of one
+            return self._instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._instance_norm(input)
+
+    def _instance_norm(self, input: torch.Tensor) -> torch.Tensor:
+        return instance_norm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            self.momentum if self.momentum is not None else 0.0,
+            self.eps,
+        )
+
+
+class InstanceNorm1d(_InstanceNormForward, torch.nn.InstanceNorm1d):
+    """torch.nn.InstanceNorm1d on normkernels' kernels. Input (N, C, L) or (C, L)."""
+
+
+class InstanceNorm2d(_InstanceNormForward, torch.nn.InstanceNorm2d):
+    """torch.nn.InstanceNorm2d on normkernels' kernels. Input (N, C, H, W) or (C, H, W)."""
+
+
+class InstanceNorm3d(_InstanceNormForward, torch.nn.InstanceNorm3d):
+    """torch.nn.InstanceNorm3d on normkernels' kernels. Input (N, C, D, H, W) or (C, D, H, W)."""
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """torch.nn.LayerNorm on normkernels' kernels. Input (*lead, *normalized_shape)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class GroupNorm(torch.nn.GroupNorm):
+    """torch.nn.GroupNorm on normkernels' kernels. Input (N, C, *spatial)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+
+# convert
+
+_OURS = {
+    torch.nn.BatchNorm1d: BatchNorm1d,
+    torch.nn.BatchNorm2d: BatchNorm2d,
+    torch.nn.BatchNorm3d: BatchNorm3d,
+    torch.nn.LayerNorm: LayerNorm,
+    torch.nn.InstanceNorm1d: InstanceNorm1d,
+    torch.nn.InstanceNorm2d: InstanceNorm2d,
+    torch.nn.InstanceNorm3d: InstanceNorm3d,
+    torch.nn.GroupNorm: GroupNorm,
+}
+
+
+def convert(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every torch.nn norm layer in module, recursively, by ours; returns the converted module.
+
+    Converted are the exact classes BatchNorm1d/2d/3d, LayerNorm, InstanceNorm1d/2d/3d and GroupNorm: not their
+    subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. Each replacement keeps the very
+    Parameter and buffer objects of the layer (an optimizer built before still updates them), its attributes,
+    training flag and hooks. As torch.nn.SyncBatchNorm.convert_sync_batchnorm, the containers of module are changed in
+    place and the root, when it is a norm layer itself, is returned replaced.
+    """
+    return _convert(module, {})
+
+
+def _convert(module: torch.nn.Module, converted: dict) -> torch.nn.Module:
+    if id(module) in converted:  # a layer shared by several parents stays one shared layer
+        return converted[id(module)]
+    ours = _OURS.get(type(module))
+    result = module if ours is None else _same_state(module, ours)
+    converted[id(module)] = result
+    for name, child in list(module._modules.items()):
+        if child is not None:
+            result._modules[name] = _convert(child, converted)
+    return result
+
+
+def _same_state(module: torch.nn.Module, cls: type) -> torch.nn.Module:
+    """A cls module holding module's attributes and the very same parameters, buffers and hooks. Module keeps
+    them in dicts (and a set): the new one gets copies of those, so registering on one never changes the other."""
+    new = cls.__new__(cls)
+    new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v for k, v in vars(module).items()})
+    return new

@@ -1,0 +1,567 @@
+"""normkernels.torch against PyTorch: gradcheck of every Function, every module beside its torch twin over
+training and eval steps, the zero-copy hand-over, convert(model), errors, and (with a GPU) CUDA tensors."""
+
+import copy
+import subprocess
+import sys
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from verify import compare
+
+torch = pytest.importorskip("torch")
+
+import normkernels  # noqa: E402
+import normkernels.torch as nkt  # noqa: E402  (needs torch: imported after the skip)
+
+F = torch.nn.functional
+nn = torch.nn
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and a CUDA build of PyTorch")
+TORCH_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+)
+
+
+def torch_dtype(dtype) -> "torch.dtype":
+    return getattr(torch, np.dtype(dtype).name)
+
+
+# gradcheck: every op, float64, small shapes
+
+
+def _leaf(*shape, seed=0, scale=1.0, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + offset).requires_grad_()
+
+
+def _running(c, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(c, generator=g, dtype=torch.float64), torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+
+
+def _gradcheck_cases():
+    """(id, function of the inputs, inputs); the running statistics are fresh copies on every call, so that
+    gradcheck's many calls see the same function."""
+    x2, x3, x4 = _leaf(6, 3, offset=1.0), _leaf(3, 4, 5, scale=2.0), _leaf(2, 3, 2, 3, seed=3)
+    w, b = _leaf(3, seed=4, offset=1.0), _leaf(3, seed=5)
+    w4, b4 = _leaf(4, seed=6, offset=1.0), _leaf(4, seed=7)
+    wl, bl = _leaf(4, 5, seed=8, offset=1.0), _leaf(4, 5, seed=9)
+    rm, rv = _running(3)
+    rm4, rv4 = _running(4)
+
+    def bn(training, with_running=True, c_rm=rm, c_rv=rv):
+        def f(x, *affine):
+            run = (c_rm.clone(), c_rv.clone()) if with_running else (None, None)
+            return nkt.batch_norm(x, *run, *affine, training=training)
+
+        return f
+
+    def inn(use_input_stats, with_running, c_rm=rm, c_rv=rv):
+        def f(x, *affine):
+            run = (c_rm.clone(), c_rv.clone()) if with_running else (None, None)
+            return nkt.instance_norm(x, *run, *affine, use_input_stats=use_input_stats)
+
+        return f
+
+    return [
+        ("batch_norm-train-(N,D)-affine", bn(True), (x2, w, b)),
+        ("batch_norm-train-(N,D)", bn(True), (x2,)),
+        ("batch_norm-train-(N,C,H,W)-affine", bn(True), (x4, w, b)),
+        ("batch_norm-train-no-running-affine", bn(True, with_running=False), (x4, w, b)),
+        ("batch_norm-train-bias-only", lambda x, b: nkt.batch_norm(x, None, None, None, b, training=True), (x2, b)),
+        ("batch_norm-eval-affine", bn(False), (x4, w, b)),
+        ("batch_norm-eval", bn(False), (x2,)),
+        ("layer_norm-affine", lambda x, w, b: nkt.layer_norm(x, (4, 5), w, b), (x3, wl, bl)),
+        ("layer_norm", lambda x: nkt.layer_norm(x, 5), (x3,)),
+        ("layer_norm-bias-only", lambda x, b: nkt.layer_norm(x, (4, 5), None, b), (x3, bl)),
+        (
+            "group_norm-affine",
+            lambda x, w, b: nkt.group_norm(x, 2, w, b),
+            (x3, w4, b4),
+        ),
+        ("group_norm", lambda x: nkt.group_norm(x, 2), (x3,)),
+        ("group_norm-weight-only", lambda x, w: nkt.group_norm(x, 4, w), (x3, w4)),
+        ("instance_norm-input-stats-affine", inn(True, False), (x4, w, b)),
+        ("instance_norm-input-stats", inn(True, False), (x4,)),
+        ("instance_norm-input-stats-running-affine", inn(True, True), (x4, w, b)),
+        ("instance_norm-running-stats-only-affine", inn(False, True), (x4, w, b)),
+        ("instance_norm-running-stats-only", inn(False, True), (x4,)),
+        ("instance_norm-1d-running-affine", inn(True, True, rm4, rv4), (x3, w4, b4)),
+    ]
+
+
+GRADCHECK_CASES = _gradcheck_cases()
+
+
+@pytest.mark.parametrize("fn, inputs", [pytest.param(f, i, id=n) for n, f, i in GRADCHECK_CASES])
+def test_gradcheck(fn, inputs):
+    assert torch.autograd.gradcheck(fn, inputs, raise_exception=True)
+
+
+def test_functional_matches_torch_functional():
+    x, w, b = _leaf(4, 3, 5), _leaf(3, seed=1), _leaf(3, seed=2)
+    ours_rm, ours_rv = _running(3)
+    torch_rm, torch_rv = ours_rm.clone(), ours_rv.clone()
+    pairs = [
+        (nkt.batch_norm(x, ours_rm, ours_rv, w, b, True, 0.3), F.batch_norm(x, torch_rm, torch_rv, w, b, True, 0.3)),
+        (nkt.layer_norm(x, [3, 5], None, None, 1e-3), F.layer_norm(x, [3, 5], None, None, 1e-3)),
+        (nkt.group_norm(x, 3, w, b, 1e-4), F.group_norm(x, 3, w, b, 1e-4)),
+        (nkt.instance_norm(x, ours_rm, ours_rv, w, b), F.instance_norm(x, torch_rm, torch_rv, w, b)),
+        (nkt.instance_norm(x, ours_rm, ours_rv, w, b, False), F.instance_norm(x, torch_rm, torch_rv, w, b, False)),
+    ]
+    tol = compare.kernel_tolerance(np.float64)
+    for i, (got, want) in enumerate(pairs):
+        compare.assert_close(got.detach(), want.detach(), tol, what=f"pair {i}")
+    compare.assert_close(ours_rm, torch_rm, tol, what="running_mean")
+    compare.assert_close(ours_rv, torch_rv, tol, what="running_var")
+
+
+def test_backward_is_once_differentiable():
+    x = _leaf(4, 3)
+    (dx,) = torch.autograd.grad(nkt.layer_norm(x, 3).pow(3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        dx.sum().backward()
+
+
+def test_gradients_only_where_asked():
+    x = _leaf(4, 3)
+    w = _leaf(3, seed=1)
+    b = torch.zeros(3, dtype=torch.float64)  # no requires_grad: its gradient is neither asked for nor made
+    nkt.batch_norm(x, None, None, w, b, training=True).pow(2).sum().backward()
+    assert x.grad is not None and w.grad is not None and b.grad is None
+    assert float(w.grad.abs().sum()) > 0
+
+
+# Every module beside its torch twin: same constructor arguments, same state dict, the same steps
+
+
+class ModuleCase(NamedTuple):
+    id: str
+    name: str  # the class name, in torch.nn and in normkernels.torch
+    args: tuple
+    kwargs: dict
+    shape: tuple  # of the input
+
+
+MODULE_CASES = [
+    ModuleCase("BatchNorm1d-(N,C)", "BatchNorm1d", (3,), {}, (8, 3)),
+    ModuleCase("BatchNorm1d-(N,C,L)-momentum-None", "BatchNorm1d", (3,), {"momentum": None}, (4, 3, 5)),
+    ModuleCase("BatchNorm2d", "BatchNorm2d", (3,), {}, (4, 3, 5, 2)),
+    ModuleCase("BatchNorm2d-momentum-None", "BatchNorm2d", (3,), {"momentum": None}, (4, 3, 5, 2)),
+    ModuleCase("BatchNorm2d-affine-False", "BatchNorm2d", (3,), {"affine": False, "momentum": 0.3}, (4, 3, 5, 2)),
+    ModuleCase("BatchNorm2d-no-running", "BatchNorm2d", (3,), {"track_running_stats": False}, (4, 3, 5, 2)),
+    ModuleCase("BatchNorm3d", "BatchNorm3d", (3,), {"eps": 1e-3}, (2, 3, 2, 3, 2)),
+    ModuleCase("LayerNorm", "LayerNorm", ((4, 5),), {}, (3, 2, 4, 5)),
+    ModuleCase("LayerNorm-affine-False", "LayerNorm", (5,), {"elementwise_affine": False}, (3, 4, 5)),
+    ModuleCase("LayerNorm-bias-False", "LayerNorm", (5,), {"bias": False}, (3, 4, 5)),
+    ModuleCase("InstanceNorm1d", "InstanceNorm1d", (3,), {}, (2, 3, 6)),
+    ModuleCase(
+        "InstanceNorm1d-unbatched-tracked",
+        "InstanceNorm1d",
+        (3,),
+        {"affine": True, "track_running_stats": True},
+        (3, 6),
+    ),
+    ModuleCase("InstanceNorm2d-affine", "InstanceNorm2d", (3,), {"affine": True}, (2, 3, 4, 3)),
+    ModuleCase(
+        "InstanceNorm2d-tracked", "InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True}, (2, 3, 4, 3)
+    ),
+    ModuleCase(
+        "InstanceNorm2d-tracked-momentum-None",
+        "InstanceNorm2d",
+        (3,),
+        {"track_running_stats": True, "momentum": None},
+        (2, 3, 4, 3),
+    ),
+    ModuleCase(
+        "InstanceNorm3d", "InstanceNorm3d", (3,), {"affine": True, "track_running_stats": True}, (2, 3, 2, 3, 2)
+    ),
+    ModuleCase("GroupNorm", "GroupNorm", (2, 4), {}, (3, 4, 5)),
+    ModuleCase("GroupNorm-2d-affine-False", "GroupNorm", (4, 4), {"affine": False}, (3, 4, 3, 2)),
+]
+
+TRAIN_STEPS, EVAL_STEPS = 3, 2
+LEARNING_RATE = 0.1
+
+
+def make_twins(case: ModuleCase, dtype, device="cpu"):
+    """(torch's module, ours) with the same arguments and state; weight and bias away from their 1 and 0."""
+    torch.manual_seed(0)
+    theirs = getattr(nn, case.name)(*case.args, **case.kwargs, dtype=torch_dtype(dtype), device=device)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.uniform_(0.5, 1.5)
+    ours = getattr(nkt, case.name)(*case.args, **case.kwargs, dtype=torch_dtype(dtype), device=device)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def steps(case: ModuleCase, dtype, device="cpu"):
+    """(training, x, dy) for TRAIN_STEPS training steps then EVAL_STEPS eval steps; x of mean ~step, std 2."""
+    g = torch.Generator().manual_seed(1)
+    for step in range(TRAIN_STEPS + EVAL_STEPS):
+        x = torch.randn(case.shape, generator=g, dtype=torch.float64) * 2 + step
+        dy = torch.randn(case.shape, generator=g, dtype=torch.float64)
+        yield step < TRAIN_STEPS, x.to(device, torch_dtype(dtype)), dy.to(device, torch_dtype(dtype))
+
+
+def run_step(module, training: bool, x, dy) -> dict:
+    """One forward and backward, then an SGD update of the parameters. Returns y, dx, d<parameter> and every
+    buffer after the step."""
+    module.train(training)
+    x = x.clone().requires_grad_()
+    y = module(x)
+    y.backward(dy)
+    out = {"y": y.detach(), "dx": x.grad}
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            out[f"d{name}"] = p.grad.clone()
+            p -= LEARNING_RATE * p.grad
+            p.grad = None
+    out.update({name: b.clone() for name, b in module.named_buffers()})
+    return out
+
+
+def twin_steps(case: ModuleCase, dtype, device="cpu"):
+    """For each step: (training, {name: (ours, torch's)})."""
+    theirs, ours = make_twins(case, dtype, device)
+    for training, x, dy in steps(case, dtype, device):
+        want, got = run_step(theirs, training, x, dy), run_step(ours, training, x, dy)
+        assert got.keys() == want.keys()
+        yield training, {name: (got[name], want[name]) for name in want}
+
+
+def assert_twin_steps_match(case: ModuleCase, dtype, device="cpu"):
+    tol = compare.kernel_tolerance(dtype)
+    seen = set()
+    for step, (training, pairs) in enumerate(twin_steps(case, dtype, device)):
+        for name, (got, want) in pairs.items():
+            what = f"{case.id} {np.dtype(dtype).name} step {step} ({'train' if training else 'eval'}) {name}"
+            assert got.dtype == want.dtype and got.shape == want.shape and got.device == want.device, what
+            if name == "num_batches_tracked":
+                assert torch.equal(got, want), what
+            else:
+                compare.assert_close(got.cpu(), want.cpu(), tol, what=what)
+            seen.add(name)
+    return seen
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.id)
+def test_module_matches_torch_twin(case, dtype):
+    seen = assert_twin_steps_match(case, dtype)
+    module = getattr(nkt, case.name)(*case.args, **case.kwargs)
+    expected = {"y", "dx"} | {f"d{n}" for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    assert seen == expected  # every tensor was compared
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.id)
+def test_module_is_torch_class_with_torch_state(case):
+    theirs, ours = make_twins(case, np.float64)
+    assert isinstance(ours, type(theirs)) and type(ours) is not type(theirs)
+    assert type(ours).__name__ == type(theirs).__name__
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert repr(ours) == repr(theirs)
+
+
+def test_training_steps_change_the_running_statistics():
+    """The module parity above compares buffers that do move: guard against comparing two untouched buffers."""
+    case = MODULE_CASES[2]
+    _, ours = make_twins(case, np.float64)
+    for training, x, dy in steps(case, np.float64):
+        if training:
+            run_step(ours, training, x, dy)
+    assert int(ours.num_batches_tracked) == TRAIN_STEPS
+    assert not torch.allclose(ours.running_mean, torch.zeros(3, dtype=torch.float64))
+
+
+def test_non_contiguous_input_matches_torch():
+    x = torch.randn(5, 4, 3, dtype=torch.float64).transpose(0, 2)  # (3, 4, 5), not contiguous
+    assert not x.is_contiguous()
+    tol = compare.kernel_tolerance(np.float64)
+    for ours, theirs in [(nkt.GroupNorm(2, 4), nn.GroupNorm(2, 4)), (nkt.LayerNorm(5), nn.LayerNorm(5))]:
+        ours.double(), theirs.double()
+        compare.assert_close(ours(x).detach(), theirs(x).detach(), tol, what=type(ours).__name__)
+
+
+# The zero-copy hand-over on the CPU
+
+
+def test_running_statistics_updated_in_place():
+    m = nkt.BatchNorm2d(3)
+    mean, var = m.running_mean, m.running_var
+    pointers = mean.data_ptr(), var.data_ptr()
+    version = mean._version
+    m(torch.randn(4, 3, 2, 2) + 3)
+    assert m.running_mean is mean and m.running_var is var
+    assert (mean.data_ptr(), var.data_ptr()) == pointers
+    assert float(mean.min()) > 0.1  # moved towards the batch mean (3) from 0
+    assert mean._version > version  # autograd sees the in-place update, as with torch's own
+
+
+def test_kernels_see_the_tensors_memory_and_outputs_are_theirs(monkeypatch):
+    seen = {}
+    forward, backward = normkernels.batch_norm_forward, normkernels.batch_norm_backward
+
+    def spy_forward(x, gamma, beta, **kwargs):
+        seen.update(x=x, gamma=gamma, running_mean=kwargs["running_mean"])
+        seen["y"], mean, rstd = forward(x, gamma, beta, **kwargs)
+        return seen["y"], mean, rstd
+
+    def spy_backward(dy, x, gamma, mean, rstd, **kwargs):
+        seen.update(dy=dy, saved_x=x)
+        return backward(dy, x, gamma, mean, rstd, **kwargs)
+
+    monkeypatch.setattr(normkernels, "batch_norm_forward", spy_forward)
+    monkeypatch.setattr(normkernels, "batch_norm_backward", spy_backward)
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    w = torch.ones(3, requires_grad=True)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    y = nkt.batch_norm(x, rm, rv, w, None, training=True)
+    dy = torch.randn(4, 3, 5)
+    y.backward(dy)
+    assert isinstance(seen["x"], np.ndarray)
+    assert seen["x"].ctypes.data == x.data_ptr()
+    assert seen["gamma"].ctypes.data == w.data_ptr()
+    assert seen["running_mean"].ctypes.data == rm.data_ptr()
+    assert y.data_ptr() == seen["y"].ctypes.data  # y is the kernel's output buffer itself
+    assert seen["saved_x"].ctypes.data == x.data_ptr() and seen["dy"].ctypes.data == dy.data_ptr()
+
+
+def test_import_needs_no_torch_and_says_how_to_get_it():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import normkernels\n"
+        "assert 'normkernels.torch' not in sys.modules\n"
+        "try:\n"
+        "    import normkernels.torch\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install torch" in out
+
+
+def test_import_normkernels_does_not_import_torch():
+    code = "import sys, normkernels; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# convert
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU(), nn.Sequential(nn.GroupNorm(2, 8), nn.Conv2d(8, 4, 1)))
+        self.instance = nn.InstanceNorm2d(4, affine=True, track_running_stats=True)
+        self.layer = nn.LayerNorm([4, 6, 6])
+
+    def forward(self, x):
+        return self.layer(self.instance(self.body(self.conv(x))))
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = _Block()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(144, 10), nn.BatchNorm1d(10), nn.Linear(10, 2))
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_convert_small_cnn(dtype):
+    torch.manual_seed(0)
+    model = SmallCNN().to(torch_dtype(dtype))
+    reference = copy.deepcopy(model)
+    parameters, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)  # built before convert
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+
+    converted = nkt.convert(model)
+
+    assert converted is model
+    norms = [m for m in converted.modules() if isinstance(m, TORCH_NORMS)]
+    assert len(norms) == 5 and all(type(m).__module__ == "normkernels.torch" for m in norms)
+    assert all(p is parameters[name] for name, p in converted.named_parameters())
+    assert all(b is buffers[name] for name, b in converted.named_buffers())
+    assert converted.state_dict().keys() == reference.state_dict().keys()
+
+    tol = compare.kernel_tolerance(dtype)
+    g = torch.Generator().manual_seed(2)
+    for step in range(4):
+        training = step < 3
+        x = torch.randn(4, 3, 6, 6, generator=g).to(torch_dtype(dtype))
+        outputs = []
+        for net, opt in ((reference, reference_optimizer), (converted, optimizer)):
+            net.train(training)
+            opt.zero_grad()
+            out = net(x)
+            out.pow(2).sum().backward()
+            if training:
+                opt.step()
+            outputs.append(out.detach())
+        compare.assert_close(outputs[1], outputs[0], tol, what=f"output, step {step}")
+    for name, p in converted.named_parameters():
+        compare.assert_close(p.detach(), reference.get_parameter(name).detach(), tol, what=name)
+    for name, b in converted.named_buffers():
+        compare.assert_close(b, reference.get_buffer(name), tol, what=name)
+    torch.manual_seed(0)
+    start = SmallCNN().to(torch_dtype(dtype))  # the same seed as model: its initial parameters
+    moved = [n for n, p in converted.named_parameters() if not torch.equal(p, start.get_parameter(n))]
+    assert "block.body.0.weight" in moved and "head.2.bias" in moved  # the early optimizer updated them
+
+
+def test_convert_keeps_root_flags_and_hooks():
+    m = nn.BatchNorm2d(3, momentum=None).double().eval()
+    m.weight.requires_grad_(False)
+    calls = []
+    m.register_forward_hook(lambda module, args, out: calls.append(type(module)))
+    c = nkt.convert(m)
+    assert type(c) is nkt.BatchNorm2d and c is not m
+    assert c.weight is m.weight and c.bias is m.bias and c.running_var is m.running_var
+    assert not c.training and c.momentum is None and not c.weight.requires_grad and c.weight.dtype == torch.float64
+    c(torch.randn(2, 3, 2, 2, dtype=torch.float64))
+    assert calls == [nkt.BatchNorm2d]
+    c.register_forward_pre_hook(lambda module, args: None)
+    assert len(m._forward_pre_hooks) == 0  # the two modules keep separate registries
+
+
+def test_convert_leaves_other_modules_alone():
+    class MyNorm(nn.BatchNorm2d):
+        pass
+
+    shared = nn.LayerNorm(4)
+    ours = nkt.GroupNorm(2, 4)
+    model = nn.Sequential(MyNorm(4), nn.SyncBatchNorm(4), shared, shared, ours, nn.Linear(4, 4))
+    nkt.convert(model)
+    assert type(model[0]) is MyNorm and type(model[1]) is nn.SyncBatchNorm and model[4] is ours
+    assert type(model[2]) is nkt.LayerNorm and model[2] is model[3]  # still one shared layer
+
+
+# Errors
+
+
+def test_half_precision_is_refused_by_name():
+    m = nkt.BatchNorm2d(3).half()
+    with pytest.raises(TypeError, match=r"torch\.float16.*float32 and torch\.float64"):
+        m(torch.randn(2, 3, 2, 2).half())
+    with pytest.raises(TypeError, match=r"torch\.bfloat16"):
+        nkt.layer_norm(torch.randn(2, 3, dtype=torch.bfloat16), 3)
+
+
+def test_mismatched_companions_are_named():
+    x = torch.randn(4, 3)
+    with pytest.raises(TypeError, match="weight.*torch.float32.*torch.float64"):
+        nkt.batch_norm(x, None, None, torch.ones(3, dtype=torch.float64), training=True)
+    with pytest.raises(TypeError, match="input is on device meta"):
+        nkt.group_norm(torch.empty(2, 4, 3, device="meta"), 2)
+    with pytest.raises(TypeError, match="bias to be a torch.Tensor"):
+        nkt.layer_norm(x, 3, None, [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, x",
+    [
+        (nkt.BatchNorm2d(3), nn.BatchNorm2d(3), torch.randn(2, 3, 4)),
+        (nkt.BatchNorm1d(3), nn.BatchNorm1d(3), torch.randn(3)),
+        (nkt.InstanceNorm2d(3), nn.InstanceNorm2d(3), torch.randn(2, 3)),
+        (nkt.InstanceNorm1d(3, affine=True), nn.InstanceNorm1d(3, affine=True), torch.randn(2, 4, 5)),
+    ],
+    ids=["bn2d-3d-input", "bn1d-1d-input", "in2d-2d-input", "in1d-channels"],
+)
+def test_shape_errors_are_torchs(ours, theirs, x):
+    with pytest.raises(ValueError) as expected:
+        theirs(x)
+    with pytest.raises(ValueError) as got:
+        ours(x)
+    assert str(got.value) == str(expected.value)
+
+
+def test_value_errors_speak_as_torch():
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        nkt.BatchNorm1d(3)(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element when training"):
+        nkt.instance_norm(torch.randn(2, 3, 1))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        nkt.group_norm(torch.randn(1, 2), 2)
+    with pytest.raises(ValueError, match="divisible by num_groups"):
+        nkt.group_norm(torch.randn(2, 6, 3), 4)
+    with pytest.raises(ValueError, match=r"Given normalized_shape=\[4\]"):
+        nkt.LayerNorm(4)(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="defined when use_input_stats is false"):
+        nkt.instance_norm(torch.randn(2, 3, 4), use_input_stats=False)
+    with pytest.raises(ValueError, match="eps must be positive during training"):
+        nkt.batch_norm(torch.randn(4, 3), None, None, training=True, eps=0.0)
+
+
+def test_instance_norm_size_mismatch_without_affine_warns_as_torch():
+    with pytest.warns(UserWarning, match="does not match num_features"):
+        y = nkt.InstanceNorm1d(5)(torch.randn(2, 3, 4))
+    assert y.shape == (2, 3, 4)
+
+
+# CUDA tensors (run on a machine with a GPU and a CUDA build of PyTorch)
+
+CUDA_CASES = [c for c in MODULE_CASES if c.id in ("BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d-tracked")]
+
+
+@CUDA
+@pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: c.id)
+def test_cuda_module_matches_torch_twin(case, dtype):
+    seen = assert_twin_steps_match(case, dtype, device="cuda")
+    assert {"y", "dx"} <= seen
+
+
+@CUDA
+def test_cuda_outputs_stay_on_the_device_and_buffers_in_place():
+    m = nkt.BatchNorm2d(3, device="cuda")
+    pointer = m.running_mean.data_ptr()
+    x = torch.randn(4, 3, 5, 2, device="cuda", requires_grad=True)
+    y = m(x)
+    y.sum().backward()
+    assert y.device == x.device and x.grad.device == x.device and m.weight.grad.device == x.device
+    assert m.running_mean.data_ptr() == pointer and float(m.running_mean.abs().sum()) > 0
+
+
+@CUDA
+def test_cuda_runs_on_torchs_current_stream(monkeypatch):
+    from normkernels.cuda import ops
+
+    handles = []
+    on_stream = ops.on_stream
+
+    def spy(stream):
+        handles.append(int(stream.handle))
+        return on_stream(stream)
+
+    monkeypatch.setattr(ops, "on_stream", spy)
+    theirs, ours = make_twins(CUDA_CASES[0], np.float32, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())  # the modules' parameters were made on the default stream
+    with torch.cuda.stream(side):
+        # x is made on the side stream: only work ordered on it may read x
+        x = (torch.randn(64, 3, 32, 32, device="cuda") * 2 + 1).requires_grad_()
+        y = ours(x)
+        y.backward(torch.ones_like(y))
+    torch.cuda.synchronize()
+    assert handles and set(handles) == {side.cuda_stream}
+    xr = x.detach().clone().requires_grad_()
+    yr = theirs(xr)
+    yr.backward(torch.ones_like(yr))
+    tol = compare.kernel_tolerance(np.float32)
+    compare.assert_close(y.detach().cpu(), yr.detach().cpu(), tol, what="y")
+    compare.assert_close(x.grad.cpu(), xr.grad.cpu(), tol, what="dx")
+    compare.assert_close(ours.running_var.cpu(), theirs.running_var.cpu(), tol, what="running_var")
