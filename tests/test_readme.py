@@ -28,3 +28,16 @@ def test_the_student_file_output_shown_is_what_the_command_prints(capsys):
     printed = capsys.readouterr().out
     shown = re.findall(r"```\n((?:batchnorm_forward \+|spatial_groupnorm_forward \+).*?)```", README, re.S)
     assert len(shown) == 2 and all(block in printed for block in shown), "README's cs231n output is stale"
+
+
+def test_the_pytorch_example_runs():
+    import pytest
+
+    pytest.importorskip("torch", reason="the PyTorch section needs the torch extra")
+    blocks = re.findall(r"```python torch\n(.*?)```", README, re.S)
+    assert blocks, "the README's PyTorch example is missing"
+    for i, block in enumerate(blocks):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(block, f"README torch block {i}", "exec"), {})
+        assert out.getvalue().split() == ["normkernels.torch", "1"]
