@@ -32,6 +32,9 @@ Conventions:
   backend="cuda")`` ...) directly.
 - Where PyTorch does not check the channel count (no affine parameters, no running statistics), BatchNorm
   and GroupNorm still insist on ``num_features`` / ``num_channels``; InstanceNorm warns as PyTorch does.
+- A batch a layer refuses (e.g. one value per channel when training) leaves every buffer as it was, so
+  ``num_batches_tracked`` counts only the batches that were normalized. PyTorch's BatchNorm differs here: it
+  increments ``num_batches_tracked`` before its check raises.
 """
 
 from __future__ import annotations
@@ -117,6 +120,16 @@ def _quoted(keys) -> str:
 
 def _ndims_message(allowed: tuple[int, ...], got: int) -> str:
     return f"expected {' or '.join(f'{d}D' for d in allowed)} input (got {got}D input)"
+
+
+def _host_value(value):
+    """A state_dict value as np.asarray can read it. Duck-typed, so that torch stays optional: a tensor that
+    requires grad refuses .numpy() until detached, and one on a GPU must come to the host first."""
+    if hasattr(value, "detach"):
+        value = value.detach()
+    if hasattr(value, "cpu"):
+        value = value.cpu()
+    return value
 
 
 class _Norm:
@@ -233,10 +246,13 @@ class _Norm:
         return {n: a.copy() for n, a in self.named_parameters() + self.named_buffers()}
 
     def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> IncompatibleKeys:
-        """Copy values (NumPy arrays, PyTorch CPU tensors, anything np.asarray takes) into the existing arrays.
+        """Copy values (NumPy arrays, PyTorch tensors, anything np.asarray takes) into the existing arrays.
 
-        The arrays keep their identity and dtype. Missing or unexpected keys (with ``strict``) and shape
-        mismatches raise one RuntimeError listing every problem, as PyTorch's does; nothing is loaded then.
+        The arrays keep their identity and dtype. Tensors are read detached and on the CPU, so a module's live
+        parameters (``dict(module.named_parameters())``) and GPU tensors load as they do into PyTorch. As in
+        PyTorch a 1-element (1,) value loads into a 0-d array (``num_batches_tracked``; checkpoints from before
+        PyTorch 0.4 saved it so). Missing or unexpected keys (with ``strict``) and shape mismatches raise one
+        RuntimeError listing every problem, as PyTorch's does; nothing is loaded then.
         """
         op = type(self).__name__
         if not isinstance(state_dict, Mapping):
@@ -256,12 +272,14 @@ class _Norm:
             if key not in state_dict:
                 continue
             try:
-                value = np.asarray(state_dict[key])
-            except Exception as exc:  # e.g. a CUDA tensor, or one that requires grad
+                value = np.asarray(_host_value(state_dict[key]))
+            except Exception as exc:  # e.g. a meta tensor, or a dtype NumPy lacks (bfloat16)
                 raise TypeError(
                     f"{op}: state_dict[{key!r}] ({type(state_dict[key]).__name__}) cannot be read as a NumPy array: "
                     f"{exc}"
                 ) from exc
+            if target.ndim == 0 and value.shape == (1,):  # PyTorch's rule for 0-d targets, and only that shape
+                value = value.reshape(())
             if value.dtype.kind not in "biuf":
                 errors.append(f"expected numbers for {key}, got dtype {value.dtype}.")
             elif value.shape != target.shape:
@@ -347,31 +365,41 @@ class _BatchNorm(_RunningNorm):
             raise ValueError(f"{op}: {_ndims_message(self._ndims, x.ndim)}")
         self._check_channels(x, 1, "num_features", self.num_features)
         count = x.shape[0] * math.prod(x.shape[2:])
-        _checks.values_per_channel(count, x.shape, self.training or self.running_mean is None, op=op)
+        _checks.values_per_channel(count, x.shape, self._uses_batch_stats(), op=op)
         return x
 
+    def _uses_batch_stats(self) -> bool:
+        # PyTorch's bn_training: eval uses the running statistics whenever they exist, tracked or not
+        return self.training or (self.running_mean is None and self.running_var is None)
+
     def _normalize(self, x):
-        tracking = self.training and self.track_running_stats
-        batch_stats = self.training or self.running_mean is None
+        # As PyTorch's _BatchNorm.forward, the buffers reach the kernel only to be updated (training and
+        # tracking) or used (eval). Training with tracking turned off after construction must leave them alone:
+        # given them with momentum 0, the kernel would still write 1 * stat + 0 * inf = NaN into them.
+        update = self.training and self.track_running_stats
+        given = update or not self.training
+        batch_stats = self._uses_batch_stats()
         y, mean, rstd = batch_norm_forward(
             x,
             self.weight,
             self.bias,
             eps=self.eps,
             training=batch_stats,
-            running_mean=self.running_mean,
-            running_var=self.running_var,
-            momentum=self._average_factor() if tracking else 0.0,
+            running_mean=self.running_mean if given else None,
+            running_var=self.running_var if given else None,
+            momentum=self._average_factor() if update else 0.0,
             backend=self.backend,
         )
-        if tracking:  # after the kernel, so a refused batch is not counted
+        # after the kernel, so a refused batch is not counted; None when the layer was built untracked
+        if update and self.num_batches_tracked is not None:
             self.num_batches_tracked += 1
         return y, mean, rstd, batch_stats
 
     def _average_factor(self) -> float:
-        """PyTorch's exponential_average_factor: momentum, or 1/num_batches_tracked (a cumulative average)."""
+        """PyTorch's exponential_average_factor: momentum, or 1/num_batches_tracked (a cumulative average);
+        0 for momentum=None without a count, which PyTorch leaves at its initial 0."""
         if self.momentum is None:
-            return 1.0 / float(self.num_batches_tracked + 1)
+            return 0.0 if self.num_batches_tracked is None else 1.0 / float(self.num_batches_tracked + 1)
         return self.momentum
 
     def _gradients(self, dy, saved):
@@ -405,6 +433,10 @@ class _InstanceNorm(_RunningNorm):
     as (1, N*C, *spatial) (which is exactly instance norm) with the running statistics repeated N times, then
     averaged over the N copies; in eval each channel is normalized with its running statistics. momentum=None
     leaves them unchanged (PyTorch passes 0), and num_batches_tracked stays 0 (PyTorch never counts here).
+
+    Unlike BatchNorm, PyTorch's InstanceNorm passes the buffers whenever they exist: with track_running_stats
+    turned off after construction it normalizes with the batch's statistics, in training and in eval, and still
+    averages them into the buffers (an inf in x reaches them). The layers here do the same, to stay its twin.
     """
 
     _unbatched_ndim: int
@@ -441,9 +473,12 @@ class _InstanceNorm(_RunningNorm):
             self._check_channels(x, x.ndim - self._unbatched_ndim, "num_features", self.num_features)
         return xb
 
+    def _uses_batch_stats(self) -> bool:
+        return self.training or not self.track_running_stats  # PyTorch's use_input_stats
+
     def _normalize(self, x):
         op = type(self).__name__
-        batch_stats = self.training or not self.track_running_stats
+        batch_stats = self._uses_batch_stats()
         if batch_stats:
             _checks.spatial_elements(x.shape, op=op)
         if self.running_mean is None:
@@ -587,6 +622,10 @@ class GroupNorm(_Norm):
         if x.ndim < 2:
             raise ValueError(f"{type(self).__name__}: expected at least 2D input (got {x.ndim}D input)")
         self._check_channels(x, 1, "num_channels", self.num_channels)
+        # PyTorch's F.group_norm check, in every mode (GroupNorm has none): _verify_batch_size of x viewed as
+        # (N * C // G, G, *spatial), so its message names that size, not x's
+        size = [x.shape[0] * x.shape[1] // self.num_groups, self.num_groups, *x.shape[2:]]
+        _checks.values_per_channel(size[0] * math.prod(size[2:]), size, True, op=type(self).__name__)
         return x
 
     def _normalize(self, x):

@@ -2,6 +2,7 @@
 gradients, running statistics), state dicts both ways, and every misuse named. The cuda cases use tiny shapes:
 without a GPU they run in the simulator process that test_cuda_simulator.py starts."""
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -288,6 +289,82 @@ def test_num_batches_tracked_may_be_left_out_of_a_plain_dict_as_in_torch():
 
 
 @cpu_only
+@pytest.mark.parametrize(
+    "value",
+    [np.array([4]), np.array([4.0]), np.array([[4]]), np.array([4, 5]), np.array(4)],
+    ids=["(1,)", "(1,) float", "(1, 1)", "(2,)", "()"],
+)
+def test_a_one_element_value_loads_into_the_0d_count_exactly_where_torch_s_does(value):
+    """PyTorch takes a (1,) value for a 0-d buffer (checkpoints from before 0.4 saved num_batches_tracked so),
+    and no other shape than (1,) or the buffer's own."""
+    torch = pytest.importorskip("torch")
+    theirs, ours = torch.nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    state = {k: torch.as_tensor(v) for k, v in GOOD.items()} | {"num_batches_tracked": torch.as_tensor(value)}
+    try:
+        theirs.load_state_dict(state)
+    except RuntimeError as error:
+        assert "size mismatch for num_batches_tracked" in str(error)
+        with pytest.raises(RuntimeError, match="size mismatch for num_batches_tracked"):
+            ours.load_state_dict(state)
+        assert ours.num_batches_tracked == 0
+    else:
+        assert ours.load_state_dict(state) == ([], [])
+        assert ours.num_batches_tracked.shape == () and ours.num_batches_tracked == theirs.num_batches_tracked
+
+
+@cpu_only
+def test_load_state_dict_reads_live_parameters_as_torch_does():
+    """A module's own Parameters, and tensors that require grad, load (torch.nn loads them); a tensor NumPy
+    cannot read (here one on the meta device) is named, and nothing is loaded."""
+    torch = pytest.importorskip("torch")
+    twin = torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        twin.weight.uniform_(0.5, 1.5)
+    twin(torch.randn(4, 3))
+    ours = nn.BatchNorm1d(3)
+    assert ours.load_state_dict(dict(twin.named_parameters()) | dict(twin.named_buffers())) == ([], [])
+    for key, value in twin.state_dict().items():
+        np.testing.assert_array_equal(ours.state_dict()[key], value.numpy(), err_msg=key)
+
+    grad = {k: torch.as_tensor(v) for k, v in GOOD.items()} | {"bias": torch.full((3,), 2.0, requires_grad=True)}
+    assert ours.load_state_dict(grad) == ([], []) and np.all(ours.bias == 2.0)
+
+    before = ours.state_dict()
+    meta = grad | {"running_var": torch.ones(3, device="meta")}
+    with pytest.raises(
+        TypeError, match=r"BatchNorm1d: state_dict\['running_var'\] \(Tensor\) cannot be read as a NumPy"
+    ):
+        ours.load_state_dict(meta)
+    for key, value in ours.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+class _FakeDeviceTensor:
+    """What load_state_dict relies on in a GPU tensor: NumPy cannot read it until .cpu() brings it over."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("can't convert a device tensor to numpy; use .cpu() first")
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return np.asarray(self.value)
+
+
+@cpu_only
+def test_load_state_dict_brings_device_tensors_to_the_host():
+    layer = nn.GroupNorm(2, 4)
+    state = {"weight": _FakeDeviceTensor(np.full(4, 3.0)), "bias": _FakeDeviceTensor(np.arange(4.0))}
+    assert layer.load_state_dict(state) == ([], [])
+    np.testing.assert_array_equal(layer.weight, np.full(4, 3.0))
+    np.testing.assert_array_equal(layer.bias, np.arange(4.0))
+
+
+@cpu_only
 def test_load_state_dict_errors_read_as_torch_s():
     """The missing and unexpected lines are torch's, word for word."""
     torch = pytest.importorskip("torch")
@@ -387,6 +464,20 @@ BAD_INPUT = [
         X4[:1, :, 0, 0],
     ),
     (
+        "GroupNorm, one value per group of channels",
+        ValueError,
+        r"GroupNorm: Expected more than 1 value per channel when training, got input size \[1, 2\]",
+        nn.GroupNorm(2, 2),
+        X4[:1, :2, 0, 0],
+    ),
+    (
+        "GroupNorm eval, one value per group of channels",  # GroupNorm has no modes: torch checks in eval too
+        ValueError,
+        r"GroupNorm: Expected more than 1 value per channel when training, got input size \[1, 3, 1\]",
+        nn.GroupNorm(3, 3).eval(),
+        X4[:1, :, :1, 0],
+    ),
+    (
         "InstanceNorm1d, one spatial element",
         ValueError,
         r"InstanceNorm1d: Expected more than 1 spatial element when training, got input size \[2, 3, 1\]",
@@ -399,11 +490,104 @@ BAD_INPUT = [
 @cpu_only
 @pytest.mark.parametrize("error, pattern, layer, x", [pytest.param(*row[1:], id=row[0]) for row in BAD_INPUT])
 def test_bad_input_is_named(error, pattern, layer, x):
+    """A refused batch leaves every buffer as it was, num_batches_tracked included: it is not counted. PyTorch's
+    BatchNorm does count it (it increments before its check raises); the module docstring says ours differs."""
     buffers = {n: a.copy() for n, a in layer.named_buffers()}
     with pytest.raises(error, match=pattern):
         layer(x)
     for name, a in layer.named_buffers():  # a refused batch is neither counted nor averaged in
         np.testing.assert_array_equal(a, buffers[name], err_msg=name)
+
+
+@cpu_only
+@pytest.mark.parametrize(
+    "groups, shape",
+    [(2, (1, 2)), (4, (1, 4, 1)), (2, (1, 2, 1, 1)), (1, (1, 2)), (2, (2, 2)), (2, (1, 2, 2)), (2, (0, 2, 1))],
+)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_group_norm_refuses_what_torch_s_refuses(groups, shape, mode):
+    """torch's F.group_norm refuses x whose (N * C // G, G, *spatial) view has N * C // G * prod(spatial) == 1,
+    whatever the mode, and names that view's size."""
+    torch = pytest.importorskip("torch")
+    x = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+    theirs, ours = torch.nn.GroupNorm(groups, shape[1]), nn.GroupNorm(groups, shape[1])
+    theirs.train(mode == "train"), ours.train(mode == "train")
+    try:
+        want = theirs(torch.from_numpy(x)).detach().numpy()
+    except ValueError as error:
+        with pytest.raises(ValueError) as info:
+            ours(x)
+        assert str(info.value) == f"GroupNorm: {error}"
+    else:  # a one-value group is 0 up to torch's rounding of its mean, times 1/sqrt(eps)
+        np.testing.assert_allclose(ours(x), want, rtol=1e-5, atol=1e-4)
+
+
+@cpu_only
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_with_tracking_turned_off_leaves_the_buffers_alone(momentum):
+    """track_running_stats set False after construction: as torch, training normalizes with the batch's
+    statistics and neither reads nor writes the buffers (an inf in x must not reach them, not even times a
+    momentum of 0), and eval still normalizes with them since they exist."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    ours, theirs = nn.BatchNorm1d(3, momentum=momentum), torch.nn.BatchNorm1d(3, momentum=momentum)
+    _randomize(ours, rng)
+    theirs.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
+    ours.track_running_stats = theirs.track_running_stats = False
+    before = ours.state_dict()
+    x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    x[0, 1, 0] = np.inf
+    for train in (True, False):
+        ours.train(train), theirs.train(train)
+        with np.errstate(invalid="ignore"):
+            y = ours(x)
+        np.testing.assert_allclose(y, theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+        for key, value in ours.state_dict().items():
+            np.testing.assert_array_equal(value, before[key], err_msg=f"train={train} {key}")
+            np.testing.assert_array_equal(value, theirs.state_dict()[key].numpy(), err_msg=f"train={train} {key}")
+
+
+@cpu_only
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_built_untracked_then_tracking_runs_as_torch(momentum):
+    """track_running_stats set True on a layer built without buffers: nothing to update or count, and eval
+    normalizes with the batch's statistics, as torch does."""
+    torch = pytest.importorskip("torch")
+    ours = nn.BatchNorm1d(3, momentum=momentum, track_running_stats=False)
+    theirs = torch.nn.BatchNorm1d(3, momentum=momentum, track_running_stats=False)
+    ours.track_running_stats = theirs.track_running_stats = True
+    x = np.random.default_rng(8).standard_normal((4, 3)).astype(np.float32)
+    for train in (True, False):
+        ours.train(train), theirs.train(train)
+        np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert ours.buffers() == [] and ours.num_batches_tracked is None
+
+
+@cpu_only
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_instance_norm_with_tracking_turned_off_updates_the_buffers_as_torch(momentum, mode):
+    """Unlike its BatchNorm, torch's InstanceNorm passes the buffers whenever they exist: with tracking turned
+    off it normalizes with the batch's statistics in either mode and averages them into the buffers. Ours
+    follows it there, inf (and momentum None's 0 * inf = NaN) included."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    ours = nn.InstanceNorm1d(3, momentum=momentum, track_running_stats=True)
+    theirs = torch.nn.InstanceNorm1d(3, momentum=momentum, track_running_stats=True)
+    _randomize(ours, rng)
+    theirs.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
+    ours.track_running_stats = theirs.track_running_stats = False
+    ours.train(mode == "train"), theirs.train(mode == "train")
+    for step in range(2):
+        x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+        if step:
+            x[0, 1, 0] = np.inf
+        with np.errstate(invalid="ignore"):
+            y = ours(x)
+        np.testing.assert_allclose(y, theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+        for key, value in ours.state_dict().items():
+            want = theirs.state_dict()[key].numpy()
+            np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=f"step {step} {key}")
 
 
 @cpu_only
