@@ -17,7 +17,6 @@ gradients, not graphs, so a double backward raises. float32 and float64 run; oth
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ except ImportError as exc:  # an optional dependency: the rest of normkernels wo
 from torch.autograd.function import once_differentiable
 
 import normkernels as nk
+
+from . import _checks
 
 __all__ = [
     "BatchNorm1d",
@@ -58,10 +59,11 @@ DTYPES = (torch.float32, torch.float64)
 
 
 def _check_tensors(op: str, input, **companions) -> None:
-    """input a float32/float64 CPU or CUDA tensor; each companion (weight, bias, running statistics) None or a
-    tensor of input's dtype on input's device."""
+    """input a strided float32/float64 CPU or CUDA tensor; each companion (weight, bias, running statistics)
+    None or a strided tensor of input's dtype on input's device."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{op}: expected input to be a torch.Tensor, got {type(input).__name__}")
+    _check_strided(op, "input", input)
     if input.dtype not in DTYPES:
         raise TypeError(
             f"{op}: input has dtype {input.dtype}; normkernels runs torch.float32 and torch.float64 only "
@@ -74,10 +76,48 @@ def _check_tensors(op: str, input, **companions) -> None:
             continue
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: expected {name} to be a torch.Tensor or None, got {type(t).__name__}")
+        _check_strided(op, name, t)
         if t.dtype != input.dtype:
             raise TypeError(f"{op}: expected {name} to have input's dtype {input.dtype}, got {t.dtype}")
         if t.device != input.device:
             raise ValueError(f"{op}: expected {name} on input's device {input.device}, got {t.device}")
+
+
+def _check_strided(op: str, name: str, t: torch.Tensor) -> None:
+    """The kernels read memory through strides: a sparse (or other non-strided) tensor has none to hand over."""
+    if t.layout != torch.strided:
+        raise TypeError(
+            f"{op}: expected {name} to be a strided (dense) tensor, got layout {t.layout}; normkernels runs "
+            f"strided tensors only (convert with .to_dense())"
+        )
+
+
+def _check_ndim(op: str, input: torch.Tensor, min_ndim: int) -> None:
+    if input.dim() < min_ndim:
+        raise ValueError(f"{op}: expected input with at least {min_ndim} dimensions, got shape {tuple(input.shape)}")
+
+
+def _check_shapes(op: str, shape: tuple, **companions) -> None:
+    """Each companion None or of the given shape. Checked here, by the caller's names, rather than left to the
+    kernels, which name their own arguments (gamma, beta) and, for instance norm, see the repeated statistics."""
+    shape = tuple(shape)
+    for name, t in companions.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{op}: expected {name} of shape {shape}, got {tuple(t.shape)}")
+
+
+def _check_not_differentiable(op: str, **running) -> None:
+    """Refuse, as PyTorch does, running statistics that require grad while grad mode is on: they are updated in
+    place and get no gradient, a mistake that would otherwise pass silently. Checked by the functionals, before
+    Function.apply: inside forward grad mode is always off, and ctx.needs_input_grad ignores it."""
+    if not torch.is_grad_enabled():
+        return
+    for name, t in running.items():
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            raise RuntimeError(
+                f"The function '{op}' is not differentiable with respect to argument '{name}'. "
+                f"This input cannot have requires_grad True."
+            )
 
 
 class _KernelCall:
@@ -159,7 +199,10 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
         op = "batch_norm"
-        _check_tensors(op, input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+        companions = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
+        _check_tensors(op, input, **companions)
+        _check_ndim(op, input, 2)
+        _check_shapes(op, input.shape[1:2], **companions)
         x = input.contiguous()
         call = _KernelCall(x)
         rm, rv = _for_update(running_mean), _for_update(running_var)
@@ -211,27 +254,16 @@ class LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, normalized_shape, weight, bias, eps):
-        _check_tensors("layer_norm", input, weight=weight, bias=bias)
-        x = input.contiguous()
-        call = _KernelCall(x)
-        with call.launch():
-            y, mean, rstd = nk.layer_norm_forward(
-                call.arg(x), normalized_shape, call.arg(weight), call.arg(bias), eps=eps, backend=call.backend
-            )
-        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
-        return call.result(y)
+        op = "layer_norm"
+        _check_tensors(op, input, weight=weight, bias=bias)
+        normalized = _checks.normalized_shape(normalized_shape, tuple(input.shape), op=op)
+        _check_shapes(op, normalized, weight=weight, bias=bias)
+        return _row_norm_forward(ctx, nk.layer_norm_forward, input, normalized, weight, bias, eps, normalized)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors
-        call = _KernelCall(x)
-        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[3], x.shape[mean.dim() :], x)
-        with call.launch():
-            dx, dgamma, dbeta = nk.layer_norm_backward(
-                call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd), backend=call.backend
-            )
-        return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
+        return _row_norm_backward(ctx, nk.layer_norm_backward, dy)
 
 
 class GroupNormFunction(torch.autograd.Function):
@@ -243,27 +275,41 @@ class GroupNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, num_groups, weight, bias, eps):
-        _check_tensors("group_norm", input, weight=weight, bias=bias)
-        x = input.contiguous()
-        call = _KernelCall(x)
-        with call.launch():
-            y, mean, rstd = nk.group_norm_forward(
-                call.arg(x), num_groups, call.arg(weight), call.arg(bias), eps=eps, backend=call.backend
-            )
-        ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
-        return call.result(y)
+        op = "group_norm"
+        _check_tensors(op, input, weight=weight, bias=bias)
+        _check_ndim(op, input, 2)
+        _checks.num_groups(num_groups, tuple(input.shape), op=op)
+        _check_shapes(op, input.shape[1:2], weight=weight, bias=bias)
+        return _row_norm_forward(ctx, nk.group_norm_forward, input, num_groups, weight, bias, eps, input.shape[1:2])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors
-        call = _KernelCall(x)
-        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[3], x.shape[1], x)
-        with call.launch():
-            dx, dgamma, dbeta = nk.group_norm_backward(
-                call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd), backend=call.backend
-            )
-        return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
+        return _row_norm_backward(ctx, nk.group_norm_backward, dy)
+
+
+def _row_norm_forward(ctx, kernel, input, how, weight, bias, eps, affine_shape):
+    """Layer norm's and group norm's forward, which differ only in the kernel, its second argument (how:
+    normalized_shape or num_groups) and the shape of weight and bias (kept for backward's ones of gamma)."""
+    x = input.contiguous()
+    call = _KernelCall(x)
+    with call.launch():
+        y, mean, rstd = kernel(call.arg(x), how, call.arg(weight), call.arg(bias), eps=eps, backend=call.backend)
+    ctx.affine_shape = tuple(affine_shape)
+    ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
+    return call.result(y)
+
+
+def _row_norm_backward(ctx, kernel, dy):
+    """The backward of _row_norm_forward: gradients of input (0), weight (2) and bias (3)."""
+    x, weight, mean, rstd = ctx.saved_tensors
+    call = _KernelCall(x)
+    gamma = _gamma_for_grads(weight, ctx.needs_input_grad[3], ctx.affine_shape, x)
+    with call.launch():
+        dx, dgamma, dbeta = kernel(
+            call.arg(dy), call.arg(x), call.arg(gamma), call.arg(mean), call.arg(rstd), backend=call.backend
+        )
+    return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
 
 
 class InstanceNormFunction(torch.autograd.Function):
@@ -283,11 +329,15 @@ class InstanceNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
         op = "instance_norm"
-        _check_tensors(op, input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+        companions = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+        _check_tensors(op, input, **companions)
         if (running_mean is None) != (running_var is None):
             raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
         if not use_input_stats and running_mean is None:
             raise ValueError(f"{op}: Expected running_mean and running_var to be defined when use_input_stats is false")
+        _check_ndim(op, input, 2)
+        # (C,) each, before they are repeated N times for the kernel, where a wrong size would read as N * C
+        _check_shapes(op, input.shape[1:2], **companions)
         x = input.contiguous()
         call = _KernelCall(x)
         with call.launch():
@@ -310,7 +360,9 @@ class InstanceNormFunction(torch.autograd.Function):
                 y, mean, rstd = _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, momentum, eps)
         ctx.use_input_stats = use_input_stats
         ctx.save_for_backward(x, weight, call.result(mean), call.result(rstd))
-        return call.result(y).view(x.shape)
+        # y as the kernels return it, in x's shape: not a view made here, which autograd would refuse to let the
+        # caller modify in place (ReLU(inplace=True) after the norm)
+        return call.result(y)
 
     @staticmethod
     @once_differentiable
@@ -332,7 +384,8 @@ def _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, mo
     (1, N * C, *spatial), with weight, bias and the running statistics repeated N times; the kernel updates the
     repeats and their mean over n becomes the running statistics.
 
-    x: (N, C, *spatial). Returns the kernel's y (1, N * C, *spatial), mean and rstd (N, C).
+    x: (N, C, *spatial). Returns y (x's shape), mean and rstd (N, C): the kernel's arrays, reshaped before they
+    become tensors, so that the Function returns a tensor of its own rather than a view.
     """
     n, c = x.shape[:2]
     repeated = [None if t is None else t.detach().repeat(n) for t in (weight, bias, running_mean, running_var)]
@@ -350,7 +403,7 @@ def _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, mo
     )
     for buffer, repeats in zip((running_mean, running_var), repeated[2:], strict=True):
         buffer.copy_(repeats.view(n, c).mean(0))  # on CUDA, on the current stream: after the kernel's update
-    return y, mean.reshape(n, c), rstd.reshape(n, c)
+    return y.reshape(tuple(x.shape)), mean.reshape(n, c), rstd.reshape(n, c)
 
 
 # torch.nn.functional's signatures
@@ -372,6 +425,7 @@ def batch_norm(
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_not_differentiable("batch_norm", running_mean=running_mean, running_var=running_var)
     return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)
 
 
@@ -402,6 +456,7 @@ def instance_norm(
     running statistics (when given) are updated in place by their mean over n; without, by the running ones."""
     if use_input_stats and isinstance(input, torch.Tensor) and input.shape[2:].numel() == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+    _check_not_differentiable("instance_norm", running_mean=running_mean, running_var=running_var)
     return InstanceNormFunction.apply(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
 
 
@@ -469,7 +524,9 @@ class _InstanceNormForward:
         self._check_input_dim(input)
         feature_dim = input.dim() - self._get_no_batch_dim()
         if input.size(feature_dim) != self.num_features:
-            if self.affine:
+            # torch raises only with affine; with running statistics it warns that num_features is unused, then
+            # fails on the statistics repeated N times. They are (num_features,) too: its affine error says so.
+            if self.affine or self.track_running_stats:
                 raise ValueError(
                     f"expected input's size at dim={feature_dim} to match num_features"
                     f" ({self.num_features}), but got: {input.size(feature_dim)}."
@@ -543,8 +600,12 @@ def convert(module: torch.nn.Module) -> torch.nn.Module:
     Converted are the exact classes BatchNorm1d/2d/3d, LayerNorm, InstanceNorm1d/2d/3d and GroupNorm: not their
     subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. Each replacement keeps the very
     Parameter and buffer objects of the layer (an optimizer built before still updates them), its attributes,
-    training flag and hooks. As torch.nn.SyncBatchNorm.convert_sync_batchnorm, the containers of module are changed in
-    place and the root, when it is a norm layer itself, is returned replaced.
+    training flag and hooks. The replacement shares the layer's registries (its dicts of parameters, buffers and
+    hooks), so a handle from ``register_*_hook`` taken before convert still removes its hook; the replaced layer
+    is to be discarded. A layer compiled with ``module.compile()`` is replaced uncompiled, since its compiled
+    call runs the old layer's forward: call ``compile()`` on the converted module again if wanted. As
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm, the containers of module are changed in place and the root,
+    when it is a norm layer itself, is returned replaced.
     """
     return _convert(module, {})
 
@@ -562,8 +623,12 @@ def _convert(module: torch.nn.Module, converted: dict) -> torch.nn.Module:
 
 
 def _same_state(module: torch.nn.Module, cls: type) -> torch.nn.Module:
-    """A cls module holding module's attributes and the very same parameters, buffers and hooks. Module keeps
-    them in dicts (and a set): the new one gets copies of those, so registering on one never changes the other."""
+    """A cls module holding module's attributes, the very same dicts of parameters, buffers and hooks among them:
+    shared, not copied, because a RemovableHandle removes its hook from the dict it was registered in (held by
+    weak reference), and module, replaced, is discarded."""
     new = cls.__new__(cls)
-    new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v for k, v in vars(module).items()})
+    new.__dict__.update(vars(module))
+    # module.compile() stores torch.compile(module._call_impl), bound to module: it would run module's forward,
+    # torch's kernels, in place of ours. Without it, Module's class default (None) applies: the plain call.
+    new.__dict__.pop("_compiled_call_impl", None)
     return new

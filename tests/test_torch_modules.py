@@ -292,6 +292,40 @@ def test_non_contiguous_input_matches_torch():
         compare.assert_close(ours(x).detach(), theirs(x).detach(), tol, what=type(ours).__name__)
 
 
+def _in_place_cases():
+    """Every module class; instance norm batched and unbatched, with and without running statistics."""
+    cases = [c for c in MODULE_CASES if not c.name.startswith("InstanceNorm")]
+    for dims in (1, 2, 3):
+        name, spatial = f"InstanceNorm{dims}d", (4, 3, 2)[:dims]
+        for tracked in (False, True):
+            for batch in ((2,), ()):
+                kind = f"{'batched' if batch else 'unbatched'}-{'tracked' if tracked else 'untracked'}"
+                kwargs = {"affine": True, "track_running_stats": tracked}
+                cases.append(ModuleCase(f"{name}-{kind}", name, (3,), kwargs, (*batch, 3, *spatial)))
+    return cases
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", _in_place_cases(), ids=lambda c: c.id)
+def test_output_can_be_modified_in_place(case, training):
+    """As after torch's own norm layers, e.g. ReLU(inplace=True): the output is no view made inside a Function."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(case.shape, generator=g, dtype=torch.float64)
+    dy = torch.randn(case.shape, generator=g, dtype=torch.float64)
+    results = []
+    for module in make_twins(case, np.float64):
+        module.train(training)
+        xi = x.clone().requires_grad_()
+        y = torch.relu_(module(xi))
+        y.backward(dy)
+        results.append({"y": y.detach(), "dx": xi.grad} | {f"d{n}": p.grad for n, p in module.named_parameters()})
+    want, got = results
+    assert got.keys() == want.keys()
+    tol = compare.kernel_tolerance(np.float64)
+    for name in want:
+        compare.assert_close(got[name], want[name], tol, what=f"{case.id} {name}")
+
+
 # The zero-copy hand-over on the CPU
 
 
@@ -435,8 +469,54 @@ def test_convert_keeps_root_flags_and_hooks():
     assert not c.training and c.momentum is None and not c.weight.requires_grad and c.weight.dtype == torch.float64
     c(torch.randn(2, 3, 2, 2, dtype=torch.float64))
     assert calls == [nkt.BatchNorm2d]
-    c.register_forward_pre_hook(lambda module, args: None)
-    assert len(m._forward_pre_hooks) == 0  # the two modules keep separate registries
+    assert c._forward_hooks is m._forward_hooks and c._parameters is m._parameters  # shared: m is discarded
+
+
+@pytest.mark.parametrize("root", [False, True], ids=["nested", "root"])
+def test_hook_handles_taken_before_convert_still_remove(root):
+    calls = []
+    model = nn.Sequential(nn.BatchNorm1d(3))
+    layer = model[0]
+    forward = layer.register_forward_hook(lambda m, args, out: calls.append("forward"), always_call=True)
+    pre = layer.register_forward_pre_hook(lambda m, args, kwargs: calls.append("pre"), with_kwargs=True)
+    converted = nkt.convert(layer if root else model)
+    ours = converted if root else converted[0]
+    assert type(ours) is nkt.BatchNorm1d
+    x = torch.randn(4, 3)
+    converted(x)
+    assert calls == ["pre", "forward"]  # still registered on the converted layer
+    forward.remove()
+    converted(x)
+    assert calls == ["pre", "forward", "pre"]
+    pre.remove()
+    converted(x)
+    assert calls == ["pre", "forward", "pre"]
+    assert not ours._forward_hooks_always_called and not ours._forward_pre_hooks_with_kwargs  # removed there too
+
+
+def test_convert_of_a_compiled_layer_runs_our_kernel(monkeypatch):
+    m = nn.BatchNorm1d(3)
+    if not hasattr(m, "compile"):
+        pytest.skip("nn.Module.compile needs a newer PyTorch")
+    try:
+        m.compile(backend="eager")
+    except RuntimeError as exc:  # e.g. a Python that torch.compile does not support yet
+        pytest.skip(f"torch.compile is unavailable: {exc}")
+    calls = []
+    forward = normkernels.batch_norm_forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(normkernels, "batch_norm_forward", spy)
+    c = nkt.convert(m)
+    assert type(c) is nkt.BatchNorm1d
+    x = torch.randn(4, 3)
+    y = c(x)
+    assert calls == [1]  # not m's compiled call, which runs torch's kernel
+    want = F.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)
+    compare.assert_close(y.detach(), want, compare.kernel_tolerance(np.float32), what="y")
 
 
 def test_convert_leaves_other_modules_alone():
@@ -507,10 +587,156 @@ def test_value_errors_speak_as_torch():
         nkt.batch_norm(torch.randn(4, 3), None, None, training=True, eps=0.0)
 
 
+X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 3
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, torch.ones(4), training=True),
+            "batch_norm: expected weight of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, None, torch.ones(()), training=True),
+            "batch_norm: expected bias of shape (3,), got ()",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, torch.zeros(4), torch.ones(4)),
+            "batch_norm: expected running_mean of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, torch.zeros(3), torch.ones(2), training=True),
+            "batch_norm: expected running_var of shape (3,), got (2,)",
+        ),
+        (
+            lambda: nkt.batch_norm(torch.randn(4), None, None, training=True),
+            "batch_norm: expected input with at least 2 dimensions, got shape (4,)",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL, torch.zeros(4), torch.ones(4)),
+            "instance_norm: expected running_mean of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL, torch.zeros(4), torch.ones(4), use_input_stats=False),
+            "instance_norm: expected running_mean of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL, torch.zeros(3), torch.ones(3), torch.ones(4)),
+            "instance_norm: expected weight of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL, None, None, None, torch.ones(6)),
+            "instance_norm: expected bias of shape (3,), got (6,)",
+        ),
+        (lambda: nkt.layer_norm(X_NCL, 5, torch.ones(4)), "layer_norm: expected weight of shape (5,), got (4,)"),
+        (
+            lambda: nkt.layer_norm(X_NCL, (3, 5), None, torch.ones(5)),
+            "layer_norm: expected bias of shape (3, 5), got (5,)",
+        ),
+        (lambda: nkt.group_norm(X_NCL, 3, torch.ones(4)), "group_norm: expected weight of shape (3,), got (4,)"),
+        (
+            lambda: nkt.group_norm(X_NCL, 3, None, torch.ones(1, 3)),
+            "group_norm: expected bias of shape (3,), got (1, 3)",
+        ),
+    ],
+    ids=[
+        "bn-weight",
+        "bn-bias",
+        "bn-running_mean",
+        "bn-running_var",
+        "bn-1d-input",
+        "in-running_mean",
+        "in-running_mean-eval",
+        "in-weight-tracked",
+        "in-bias",
+        "ln-weight",
+        "ln-bias",
+        "gn-weight",
+        "gn-bias",
+    ],
+)
+def test_shape_errors_name_the_callers_arguments(call, message):
+    """By the functional and the caller's argument (input, weight, bias, running_*) and shapes: not the kernels'
+    gamma and beta, nor instance norm's statistics as repeated N times for the kernel."""
+    with pytest.raises(ValueError) as got:
+        call()
+    assert str(got.value) == message
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_instance_norm_module_with_running_statistics_checks_num_features(training):
+    """torch says this only with affine (its message, here too); the running statistics have num_features too."""
+    x = torch.randn(4, 3, 5)
+    with pytest.raises(ValueError) as expected:
+        nn.InstanceNorm1d(5, affine=True)(x)
+    with pytest.raises(ValueError) as got:
+        nkt.InstanceNorm1d(5, track_running_stats=True).train(training)(x)
+    assert str(got.value) == str(expected.value)
+    assert str(got.value) == "expected input's size at dim=1 to match num_features (5), but got: 3."
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: nkt.layer_norm(s, 3),
+        lambda s: nkt.batch_norm(s, None, None, training=True),
+        lambda s: nkt.group_norm(s, 3),
+        lambda s: nkt.instance_norm(s.unsqueeze(0)),
+        lambda s: nkt.layer_norm(torch.randn(2, 3), 3, s[0]),
+        lambda s: nkt.LayerNorm(3)(s),
+    ],
+    ids=["layer_norm", "batch_norm", "group_norm", "instance_norm", "sparse-weight", "LayerNorm"],
+)
+def test_sparse_tensors_are_refused_by_kind(call):
+    sparse = torch.eye(3).to_sparse()
+    with pytest.raises(TypeError, match=r"strided \(dense\) tensor, got layout torch\.sparse_coo"):
+        call(sparse)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda rm, rv: nkt.batch_norm(X_NCL, rm, rv, training=True), "batch_norm"),
+        (lambda rm, rv: nkt.batch_norm(X_NCL, rm, rv, training=False), "batch_norm"),
+        (lambda rm, rv: nkt.instance_norm(X_NCL, rm, rv), "instance_norm"),
+        (lambda rm, rv: nkt.instance_norm(X_NCL, rm, rv, use_input_stats=False), "instance_norm"),
+    ],
+    ids=["bn-train", "bn-eval", "in-input-stats", "in-running-stats"],
+)
+@pytest.mark.parametrize("which", ["running_mean", "running_var"])
+def test_running_statistics_requiring_grad_are_refused_as_by_torch(call, name, which):
+    def statistics():
+        rm, rv = torch.zeros(3), torch.ones(3)
+        (rm if which == "running_mean" else rv).requires_grad_()
+        return rm, rv
+
+    rm, rv = statistics()
+    with pytest.raises(RuntimeError, match=f"not differentiable with respect to argument '{which}'") as got:
+        call(rm, rv)
+    assert str(got.value).startswith(f"The function '{name}'")
+    assert torch.equal(rm.detach(), torch.zeros(3)) and torch.equal(rv.detach(), torch.ones(3))  # not updated
+    with torch.no_grad():  # as torch: no gradient asked for, nothing to refuse
+        call(*statistics())
+
+
 def test_instance_norm_size_mismatch_without_affine_warns_as_torch():
     with pytest.warns(UserWarning, match="does not match num_features"):
         y = nkt.InstanceNorm1d(5)(torch.randn(2, 3, 4))
     assert y.shape == (2, 3, 4)
+
+
+def test_on_stream_zero_is_the_default_stream():
+    """Numba spells the default stream 0: inside on_stream(0) launches and copies go there, synchronously, as
+    outside any block (no GPU needed: only how the block resolves its stream is checked)."""
+    pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
+    from normkernels.cuda import ops
+
+    x = np.zeros((2, 3), np.float32)
+    for default in (0, None):
+        with ops.on_stream(default):
+            assert ops._launch_stream() == 0
+            assert not ops._Transfer(x).asynchronous
 
 
 # CUDA tensors (run on a machine with a GPU and a CUDA build of PyTorch)

@@ -33,12 +33,20 @@ def on_stream(stream) -> Iterator:
     """Within the block, every op with backend="cuda" launches, allocates and copies on ``stream`` (a Numba
     stream, e.g. ``cuda.external_stream(torch.cuda.current_stream().cuda_stream)``) instead of the default
     stream. Results of device inputs are ordered on that stream (not synchronized with the host); NumPy
-    results are copied back and the stream synchronized before the op returns."""
-    token = _stream.set(stream)
+    results are copied back and the stream synchronized before the op returns. ``0`` and ``None`` name the
+    default stream, as outside any block (Numba's own spelling of it in ``stream=`` arguments)."""
+    # stored as None: the unset value, which the launches and copies read as the default, synchronous stream
+    # (0 has no synchronize(), which an asynchronous copy back calls)
+    token = _stream.set(None if _is_default(stream) else stream)
     try:
         yield stream
     finally:
         _stream.reset(token)
+
+
+def _is_default(stream) -> bool:
+    """None or 0: Numba's default stream (a Numba Stream object, even of handle 0, is taken as given)."""
+    return stream is None or (isinstance(stream, int) and stream == 0)
 
 
 def _launch_stream():
