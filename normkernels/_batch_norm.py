@@ -113,7 +113,7 @@ def batch_norm_backward(
     training = _checks.flag("training", training, op=op)
     x3, block = _view(x)
     dy3 = dy.reshape(x3.shape)
-    if x3.shape[0] * x3.shape[2] == 0:  # no values: dx is empty and every sum is 0, whatever mean and rstd hold
+    if x3.shape[0] * x3.shape[2] * c == 0:  # no values: dx is empty and every sum is 0, whatever mean and rstd hold
         device = _device.is_device_array(x)
         dx = _device.empty(x.shape, x.dtype, device=device)
         if gamma is None:

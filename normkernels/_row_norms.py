@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _device
 from .cpu import _loops, rows
 from .cpu._jit import launch_guard
 
@@ -43,7 +43,8 @@ def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
     """Also instance norm's view: group norm with one channel per group (groups = C)."""
     n, c = x_shape[:2]
     hw = math.prod(x_shape[2:])
-    return _RowView(n * groups, (c // groups) * hw, groups, hw, (n, groups), (c,))
+    per_group = c // groups if groups else 0  # instance norm of no channels: no rows at all
+    return _RowView(n * groups, per_group * hw, groups, hw, (n, groups), (c,))
 
 
 def _forward(op, x, view: _RowView, gamma, beta, eps, backend):
@@ -79,6 +80,9 @@ def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
         dx, dgamma, dbeta = _cpu_rows_backward(dy2, x2, g, mean, rstd, view)
     if gamma is None:
         return dx.reshape(x.shape), None, None
+    if dgamma is None:  # an empty affine shape (no channels): the CUDA ops read an empty gamma as none
+        device = _device.is_device_array(x)
+        dgamma, dbeta = (_device.empty(view.affine_shape, x.dtype, device=device) for _ in range(2))
     return dx.reshape(x.shape), dgamma.reshape(view.affine_shape), dbeta.reshape(view.affine_shape)
 
 

@@ -102,6 +102,9 @@ ZERO_SIZE = [
     Case("layer_norm", (0, 7), normalized_ndim=1),
     Case("instance_norm", (0, 3, 5)),
     Case("group_norm", (0, 6, 4), num_groups=3),
+    Case("batch_norm", (4, 0, 3)),  # no channels
+    Case("instance_norm", (4, 0, 5)),
+    Case("layer_norm", (4, 0), normalized_ndim=1),
 ]
 
 
