@@ -13,10 +13,14 @@ buffers themselves.
 
 Each Function's backward calls the op's backward kernel and is once differentiable: the kernels compute
 gradients, not graphs, so a double backward raises. float32 and float64 run; other dtypes raise TypeError.
+An input of a shape, size or count PyTorch's op refuses with RuntimeError raises ShapeError, which is both a
+RuntimeError and a ValueError.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +49,7 @@ __all__ = [
     "InstanceNormFunction",
     "LayerNorm",
     "LayerNormFunction",
+    "ShapeError",
     "batch_norm",
     "convert",
     "group_norm",
@@ -53,6 +58,15 @@ __all__ = [
 ]
 
 DTYPES = (torch.float32, torch.float64)
+
+
+class ShapeError(ValueError, RuntimeError):
+    """An input whose shape, size or count does not fit the call (or a tensor the call needs is missing).
+
+    A RuntimeError because PyTorch's own ops raise RuntimeError for these, and code written around torch's
+    layers catches that; a ValueError because that is what normkernels raises for a wrong shape everywhere
+    else. Where PyTorch raises ValueError (one value per channel, eps, a module's input dimensions), so do we.
+    """
 
 
 # Handing tensors to the kernels
@@ -94,7 +108,7 @@ def _check_strided(op: str, name: str, t: torch.Tensor) -> None:
 
 def _check_ndim(op: str, input: torch.Tensor, min_ndim: int) -> None:
     if input.dim() < min_ndim:
-        raise ValueError(f"{op}: expected input with at least {min_ndim} dimensions, got shape {tuple(input.shape)}")
+        raise ShapeError(f"{op}: expected input with at least {min_ndim} dimensions, got shape {tuple(input.shape)}")
 
 
 def _check_shapes(op: str, shape: tuple, **companions) -> None:
@@ -103,7 +117,73 @@ def _check_shapes(op: str, shape: tuple, **companions) -> None:
     shape = tuple(shape)
     for name, t in companions.items():
         if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{op}: expected {name} of shape {shape}, got {tuple(t.shape)}")
+            raise ShapeError(f"{op}: expected {name} of shape {shape}, got {tuple(t.shape)}")
+
+
+def _check_counts(op: str, c: int, **companions) -> None:
+    """Batch norm's weight and bias: each None or of c elements, in any shape, as PyTorch checks them (only
+    their count: (C, 1), (1, C) and, for C = 1, a 0-d tensor all pass); the Function reshapes them to (C,)."""
+    for name, t in companions.items():
+        if t is not None and t.numel() != c:
+            raise ShapeError(f"{op}: expected {name} with {c} elements (one per channel), got shape {tuple(t.shape)}")
+
+
+def _check_vectors(op: str, c: int, **companions) -> None:
+    """Instance norm's weight, bias and running statistics: each None, (C,) or, for C = 1, 0-d. PyTorch repeats
+    them N times with ``Tensor.repeat(N)``, which takes no more than one dimension."""
+    for name, t in companions.items():
+        if t is not None and not (tuple(t.shape) == (c,) or (c == 1 and t.dim() == 0)):
+            allowed = "(1,) or ()" if c == 1 else f"({c},)"
+            raise ShapeError(f"{op}: expected {name} of shape {allowed}, got {tuple(t.shape)}")
+
+
+@contextmanager
+def _shape_errors() -> Iterator[None]:
+    """The ValueErrors of normkernels' shared checks of normalized_shape and num_groups, raised as ShapeError:
+    PyTorch refuses each of those with RuntimeError. Message and traceback stay the check's."""
+    try:
+        yield
+    except ShapeError:
+        raise
+    except ValueError as exc:
+        raise ShapeError(*exc.args).with_traceback(exc.__traceback__) from None
+
+
+def _check_running_pair(op: str, running_mean, running_var) -> None:
+    """Both or neither, refused as PyTorch does, with ValueError."""
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
+
+
+def _number(op: str, name: str, value, *, non_negative: bool = False) -> float:
+    """eps or momentum as a float, checked here so that a refusal names the caller, not the kernel: the
+    kernels take finite real numbers only, eps non-negative. A bool passes, as it does in PyTorch."""
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: expected {name} to be a float, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float64
+        v = math.inf
+    if not math.isfinite(v):
+        raise ValueError(f"{op}: expected {name} to be finite, got {value!r}")
+    if non_negative and v < 0.0:
+        raise ValueError(f"{op}: {name} must be non-negative, but got {value!r}")
+    return v
+
+
+def _as_channels(t: torch.Tensor | None, c: int) -> torch.Tensor | None:
+    """A weight or bias of c elements in any shape the checks let through, as the kernels' (C,): a view where
+    the memory allows."""
+    return t if t is None or tuple(t.shape) == (c,) else t.reshape(c)
+
+
+def _shape_of(t: torch.Tensor | None):
+    return None if t is None else t.shape
+
+
+def _as_shaped(grad: torch.Tensor | None, shape) -> torch.Tensor | None:
+    """A (C,) gradient in the shape of the argument it belongs to, which autograd requires."""
+    return grad if grad is None or shape is None else grad.reshape(shape)
 
 
 def _check_not_differentiable(op: str, **running) -> None:
@@ -190,19 +270,28 @@ def _needed(ctx, grads: dict) -> tuple:
 class BatchNormFunction(torch.autograd.Function):
     """BatchNorm as an autograd op over ``normkernels.batch_norm_forward`` / ``batch_norm_backward``.
 
-    apply(input (N, C, *spatial) or (N, C), weight (C,) | None, bias (C,) | None, running_mean (C,) | None,
-    running_var (C,) | None, training: bool, momentum: float, eps: float) -> y (input.shape).
-    With training, the batch statistics normalize and the running statistics, when given, are updated in place;
-    without, the running statistics normalize. Backward is once differentiable.
+    apply(input (N, C, *spatial) or (N, C), weight (C elements) | None, bias (C elements) | None,
+    running_mean (C,) | None, running_var (C,) | None, training: bool, momentum: float, eps: float)
+    -> y (input.shape). As in PyTorch, weight and bias may have any shape of C elements (their gradients come
+    in that shape); the running statistics are (C,). With training, the batch statistics normalize and the
+    running statistics, when given, are updated in place; without, the running statistics normalize.
+    Backward is once differentiable.
     """
 
     @staticmethod
     def forward(ctx, input, weight, bias, running_mean, running_var, training, momentum, eps):
         op = "batch_norm"
-        companions = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
-        _check_tensors(op, input, **companions)
+        _check_tensors(op, input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
         _check_ndim(op, input, 2)
-        _check_shapes(op, input.shape[1:2], **companions)
+        c = input.shape[1]
+        _check_counts(op, c, weight=weight, bias=bias)
+        _check_running_pair(op, running_mean, running_var)
+        _check_shapes(op, (c,), running_mean=running_mean, running_var=running_var)
+        if not training and running_mean is None:
+            raise ShapeError(f"{op}: running_mean must be defined in evaluation mode")
+        momentum, eps = _number(op, "momentum", momentum), _number(op, "eps", eps, non_negative=True)
+        ctx.shapes = _shape_of(weight), _shape_of(bias)
+        weight, bias = _as_channels(weight, c), _as_channels(bias, c)
         x = input.contiguous()
         call = _KernelCall(x)
         rm, rv = _for_update(running_mean), _for_update(running_var)
@@ -242,7 +331,7 @@ class BatchNormFunction(torch.autograd.Function):
                 backend=call.backend,
             )
         dx, dweight, dbias = map(call.result, grads)
-        return _needed(ctx, {0: dx, 1: dweight, 2: dbias})
+        return _needed(ctx, {0: dx, 1: _as_shaped(dweight, ctx.shapes[0]), 2: _as_shaped(dbias, ctx.shapes[1])})
 
 
 class LayerNormFunction(torch.autograd.Function):
@@ -256,8 +345,10 @@ class LayerNormFunction(torch.autograd.Function):
     def forward(ctx, input, normalized_shape, weight, bias, eps):
         op = "layer_norm"
         _check_tensors(op, input, weight=weight, bias=bias)
-        normalized = _checks.normalized_shape(normalized_shape, tuple(input.shape), op=op)
+        with _shape_errors():
+            normalized = _checks.normalized_shape(normalized_shape, tuple(input.shape), op=op)
         _check_shapes(op, normalized, weight=weight, bias=bias)
+        eps = _number(op, "eps", eps, non_negative=True)
         return _row_norm_forward(ctx, nk.layer_norm_forward, input, normalized, weight, bias, eps, normalized)
 
     @staticmethod
@@ -278,8 +369,10 @@ class GroupNormFunction(torch.autograd.Function):
         op = "group_norm"
         _check_tensors(op, input, weight=weight, bias=bias)
         _check_ndim(op, input, 2)
-        _checks.num_groups(num_groups, tuple(input.shape), op=op)
+        with _shape_errors():
+            _checks.num_groups(num_groups, tuple(input.shape), op=op)
         _check_shapes(op, input.shape[1:2], weight=weight, bias=bias)
+        eps = _number(op, "eps", eps, non_negative=True)
         return _row_norm_forward(ctx, nk.group_norm_forward, input, num_groups, weight, bias, eps, input.shape[1:2])
 
     @staticmethod
@@ -316,7 +409,9 @@ class InstanceNormFunction(torch.autograd.Function):
     """InstanceNorm as an autograd op, with PyTorch's running statistics.
 
     apply(input (N, C, *spatial), running_mean (C,) | None, running_var (C,) | None, weight (C,) | None,
-    bias (C,) | None, use_input_stats: bool, momentum: float, eps: float) -> y (input.shape).
+    bias (C,) | None, use_input_stats: bool, momentum: float, eps: float) -> y (input.shape). As in PyTorch,
+    with C = 1 weight and bias may be 0-d, and so may the running statistics when only read
+    (use_input_stats False).
 
     - input statistics, no running statistics: ``normkernels.instance_norm_forward``;
     - input statistics and running statistics: as PyTorch, batch norm of the (1, N * C, *spatial) view with
@@ -331,13 +426,20 @@ class InstanceNormFunction(torch.autograd.Function):
         op = "instance_norm"
         companions = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
         _check_tensors(op, input, **companions)
-        if (running_mean is None) != (running_var is None):
-            raise ValueError(f"{op}: expected running_mean and running_var both given or both None")
+        _check_running_pair(op, running_mean, running_var)
         if not use_input_stats and running_mean is None:
-            raise ValueError(f"{op}: Expected running_mean and running_var to be defined when use_input_stats is false")
+            raise ShapeError(f"{op}: Expected running_mean and running_var to be defined when use_input_stats is false")
         _check_ndim(op, input, 2)
-        # (C,) each, before they are repeated N times for the kernel, where a wrong size would read as N * C
-        _check_shapes(op, input.shape[1:2], **companions)
+        c = input.shape[1]
+        # each checked before it is repeated N times for the kernel, where a wrong size would read as N * C
+        _check_vectors(op, c, **companions)
+        if use_input_stats:  # updated in place from (C,) means over n: PyTorch cannot write those into a 0-d
+            _check_shapes(op, (c,), running_mean=running_mean, running_var=running_var)
+        momentum, eps = _number(op, "momentum", momentum), _number(op, "eps", eps, non_negative=True)
+        ctx.shapes = _shape_of(weight), _shape_of(bias)
+        weight, bias = _as_channels(weight, c), _as_channels(bias, c)
+        # read only, in eval: a 0-d pair (C = 1) is viewed as (1,); tracked, they are (C,) already
+        running_mean, running_var = _as_channels(running_mean, c), _as_channels(running_var, c)
         x = input.contiguous()
         call = _KernelCall(x)
         with call.launch():
@@ -376,7 +478,8 @@ class InstanceNormFunction(torch.autograd.Function):
                 dx, dgamma, dbeta = nk.instance_norm_backward(*args, backend=call.backend)
             else:  # the running statistics are constants: dx = dy * gamma * rstd
                 dx, dgamma, dbeta = nk.batch_norm_backward(*args, training=False, backend=call.backend)
-        return _needed(ctx, {0: call.result(dx), 3: call.result(dgamma), 4: call.result(dbeta)})
+        dweight, dbias = _as_shaped(call.result(dgamma), ctx.shapes[0]), _as_shaped(call.result(dbeta), ctx.shapes[1])
+        return _needed(ctx, {0: call.result(dx), 3: dweight, 4: dbias})
 
 
 def _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, momentum, eps):
@@ -419,8 +522,13 @@ def batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """torch.nn.functional.batch_norm on our kernels. input: (N, C, *spatial) or (N, C); the rest (C,) or None.
+    """torch.nn.functional.batch_norm on our kernels. input: (N, C, *spatial) or (N, C); running_mean,
+    running_var: (C,) or None; weight, bias: C elements (any shape, as in PyTorch) or None.
     Returns y (input.shape); in training, running_mean and running_var (when given) are updated in place."""
+    if training and isinstance(input, torch.Tensor) and input.dim() >= 1:
+        # PyTorch's check, first and with its message, where the kernel would name itself
+        if input.shape[0] * input.shape[2:].numel() == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
@@ -451,11 +559,12 @@ def instance_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """torch.nn.functional.instance_norm on our kernels. input: (N, C, *spatial); the rest (C,) or None.
-    Returns y (input.shape). With use_input_stats each (n, c) is normalized by its own statistics and the
-    running statistics (when given) are updated in place by their mean over n; without, by the running ones."""
+    """torch.nn.functional.instance_norm on our kernels. input: (N, C, *spatial); the rest (C,) or None (0-d
+    passes for C = 1, as in PyTorch). Returns y (input.shape). With use_input_stats each (n, c) is normalized
+    by its own statistics and the running statistics (when given) are updated in place by their mean over n;
+    without, by the running ones."""
     if use_input_stats and isinstance(input, torch.Tensor) and input.shape[2:].numel() == 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
     _check_not_differentiable("instance_norm", running_mean=running_mean, running_var=running_var)
     return InstanceNormFunction.apply(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
 
@@ -478,7 +587,8 @@ def group_norm(
 
 
 # nn.Module drop-ins: torch's classes (constructor, parameters, buffers, state dict, input checks) with a
-# forward that mirrors theirs and calls the functions above
+# forward that mirrors theirs and calls the functions above. They add no state of their own, no __init__:
+# convert turns a torch layer into one of them by setting its class.
 
 
 class _BatchNormForward:
@@ -595,40 +705,27 @@ _OURS = {
 
 
 def convert(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every torch.nn norm layer in module, recursively, by ours; returns the converted module.
+    """Make every torch.nn norm layer in module, recursively, one of ours, in place; returns module.
 
     Converted are the exact classes BatchNorm1d/2d/3d, LayerNorm, InstanceNorm1d/2d/3d and GroupNorm: not their
-    subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. Each replacement keeps the very
-    Parameter and buffer objects of the layer (an optimizer built before still updates them), its attributes,
-    training flag and hooks. The replacement shares the layer's registries (its dicts of parameters, buffers and
-    hooks), so a handle from ``register_*_hook`` taken before convert still removes its hook; the replaced layer
-    is to be discarded. A layer compiled with ``module.compile()`` is replaced uncompiled, since its compiled
-    call runs the old layer's forward: call ``compile()`` on the converted module again if wanted. As
-    torch.nn.SyncBatchNorm.convert_sync_batchnorm, the containers of module are changed in place and the root,
-    when it is a norm layer itself, is returned replaced.
+    subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. convert works in place, as
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm does, but on the norm layers themselves rather than on the
+    containers holding them: each layer stays the same object, its class set to ours (which adds no state and
+    overrides only ``forward``). So it keeps its parameters and buffers (an optimizer built before still
+    updates them), attributes, training flag, hooks and the handles that remove them; the containers are left
+    as they are; and a layer that another model holds as well is converted for that model too. The root, when
+    it is a norm layer itself, is converted and returned. To keep the original model, convert a copy:
+    ``convert(copy.deepcopy(model))``.
+
+    A layer compiled with ``module.compile()`` comes back uncompiled, since its compiled call was traced
+    through torch's forward: call ``compile()`` again if wanted. A compiled container recompiles by itself,
+    its guards seeing the layers' new class.
     """
-    return _convert(module, {})
-
-
-def _convert(module: torch.nn.Module, converted: dict) -> torch.nn.Module:
-    if id(module) in converted:  # a layer shared by several parents stays one shared layer
-        return converted[id(module)]
-    ours = _OURS.get(type(module))
-    result = module if ours is None else _same_state(module, ours)
-    converted[id(module)] = result
-    for name, child in list(module._modules.items()):
-        if child is not None:
-            result._modules[name] = _convert(child, converted)
-    return result
-
-
-def _same_state(module: torch.nn.Module, cls: type) -> torch.nn.Module:
-    """A cls module holding module's attributes, the very same dicts of parameters, buffers and hooks among them:
-    shared, not copied, because a RemovableHandle removes its hook from the dict it was registered in (held by
-    weak reference), and module, replaced, is discarded."""
-    new = cls.__new__(cls)
-    new.__dict__.update(vars(module))
-    # module.compile() stores torch.compile(module._call_impl), bound to module: it would run module's forward,
-    # torch's kernels, in place of ours. Without it, Module's class default (None) applies: the plain call.
-    new.__dict__.pop("_compiled_call_impl", None)
-    return new
+    for layer in module.modules():  # each shared layer once
+        ours = _OURS.get(type(layer))
+        if ours is not None:
+            layer.__class__ = ours
+            # module.compile() stores torch.compile(module._call_impl), traced through torch's forward: without
+            # it, Module's class default (None) applies, the plain call, and so our forward
+            layer.__dict__.pop("_compiled_call_impl", None)
+    return module

@@ -4,6 +4,7 @@ training and eval steps, the zero-copy hand-over, convert(model), errors, and (w
 import copy
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +30,7 @@ TORCH_NORMS = (
     nn.InstanceNorm3d,
     nn.GroupNorm,
 )
+TORCH_NN = SimpleNamespace(**(vars(nn) | vars(F)))  # torch's modules and functionals, named as in nkt
 
 
 def torch_dtype(dtype) -> "torch.dtype":
@@ -458,18 +460,92 @@ def test_convert_small_cnn(dtype):
     assert "block.body.0.weight" in moved and "head.2.bias" in moved  # the early optimizer updated them
 
 
+def _count_kernel_calls(monkeypatch, *names) -> list:
+    """A list that grows by a kernel's name at each call of it (batch_norm_forward by default): which layers
+    ran ours."""
+    calls = []
+
+    def spy_on(name):
+        kernel = getattr(normkernels, name)
+
+        def spy(*args, **kwargs):
+            calls.append(name)
+            return kernel(*args, **kwargs)
+
+        return spy
+
+    for name in names or ("batch_norm_forward",):
+        monkeypatch.setattr(normkernels, name, spy_on(name))
+    return calls
+
+
 def test_convert_keeps_root_flags_and_hooks():
     m = nn.BatchNorm2d(3, momentum=None).double().eval()
     m.weight.requires_grad_(False)
+    weight, running_var = m.weight, m.running_var
     calls = []
     m.register_forward_hook(lambda module, args, out: calls.append(type(module)))
     c = nkt.convert(m)
-    assert type(c) is nkt.BatchNorm2d and c is not m
-    assert c.weight is m.weight and c.bias is m.bias and c.running_var is m.running_var
-    assert not c.training and c.momentum is None and not c.weight.requires_grad and c.weight.dtype == torch.float64
-    c(torch.randn(2, 3, 2, 2, dtype=torch.float64))
+    assert c is m and type(m) is nkt.BatchNorm2d  # the root itself, converted in place
+    assert m.weight is weight and m.running_var is running_var
+    assert not m.training and m.momentum is None and not m.weight.requires_grad and m.weight.dtype == torch.float64
+    m(torch.randn(2, 3, 2, 2, dtype=torch.float64))
     assert calls == [nkt.BatchNorm2d]
-    assert c._forward_hooks is m._forward_hooks and c._parameters is m._parameters  # shared: m is discarded
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.id)
+def test_our_modules_add_no_state(case):
+    """convert only sets a layer's class: ours must hold exactly what torch's twin holds, nothing set apart."""
+    theirs, ours = make_twins(case, np.float64)
+    assert vars(ours).keys() == vars(theirs).keys()
+    mro = type(ours).__mro__
+    assert not any("__init__" in vars(k) for k in mro[: mro.index(type(theirs))])
+
+
+def test_convert_a_layer_that_another_model_holds_too(monkeypatch):
+    """One object: the model not converted sees our layer too, and dtype, mode and hooks stay one."""
+    calls = _count_kernel_calls(monkeypatch)
+    bn = nn.BatchNorm1d(3)
+    a, b = nn.Sequential(bn), nn.Sequential(nn.Linear(3, 3), bn)
+    optimizer = torch.optim.SGD(b.parameters(), lr=0.1)  # built before convert, from the other model
+    weight = bn.weight
+    hooked = []
+    handle = b[1].register_forward_hook(lambda m, args, out: hooked.append(type(m)))
+
+    assert nkt.convert(a) is a
+    assert a[0] is bn and b[1] is bn and type(bn) is nkt.BatchNorm1d and bn.weight is weight
+    b.double()
+    assert a[0].weight.dtype == a[0].running_mean.dtype == torch.float64
+    b.eval()
+    assert not a[0].training
+    b.train()
+    a(torch.randn(4, 3, dtype=torch.float64))
+    assert hooked == [nkt.BatchNorm1d] and calls == ["batch_norm_forward"]
+    b(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
+    assert calls == ["batch_norm_forward"] * 2  # b runs our kernel too
+    before = bn.bias.detach().clone()
+    optimizer.step()
+    assert not torch.equal(bn.bias.detach(), before)  # b's optimizer trains the converted layer
+    handle.remove()  # the handle from b removes the hook for a as well
+    a(torch.randn(4, 3, dtype=torch.float64))
+    assert hooked == [nkt.BatchNorm1d] * 2
+
+
+def test_convert_a_deep_copy_leaves_the_original_to_torch(monkeypatch):
+    calls = _count_kernel_calls(monkeypatch, "batch_norm_forward", "layer_norm_forward")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LayerNorm(18))
+    state = copy.deepcopy(model.state_dict())
+    ours = nkt.convert(copy.deepcopy(model))
+    assert [type(m) for m in model] == [nn.Conv2d, nn.BatchNorm2d, nn.Flatten, nn.LayerNorm]
+    assert [type(m) for m in ours] == [nn.Conv2d, nkt.BatchNorm2d, nn.Flatten, nkt.LayerNorm]
+    assert all(p is not q for p, q in zip(model.parameters(), ours.parameters(), strict=True))
+    x = torch.randn(4, 1, 5, 5)
+    ours(x)
+    assert calls == ["batch_norm_forward", "layer_norm_forward"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the original's state untouched
+    model(x)
+    assert calls == ["batch_norm_forward", "layer_norm_forward"]  # the original runs torch's kernels
 
 
 @pytest.mark.parametrize("root", [False, True], ids=["nested", "root"])
@@ -494,27 +570,24 @@ def test_hook_handles_taken_before_convert_still_remove(root):
     assert not ours._forward_hooks_always_called and not ours._forward_pre_hooks_with_kwargs  # removed there too
 
 
-def test_convert_of_a_compiled_layer_runs_our_kernel(monkeypatch):
-    m = nn.BatchNorm1d(3)
-    if not hasattr(m, "compile"):
+@pytest.mark.parametrize("compiled", ["layer", "container"])
+def test_convert_of_a_compiled_model_runs_our_kernel(monkeypatch, compiled):
+    model = nn.Sequential(nn.BatchNorm1d(3))
+    target = model[0] if compiled == "layer" else model
+    if not hasattr(target, "compile"):
         pytest.skip("nn.Module.compile needs a newer PyTorch")
     try:
-        m.compile(backend="eager")
+        target.compile(backend="eager")
+        model(torch.randn(4, 3))  # compiled, and traced through torch's forward
     except RuntimeError as exc:  # e.g. a Python that torch.compile does not support yet
         pytest.skip(f"torch.compile is unavailable: {exc}")
-    calls = []
-    forward = normkernels.batch_norm_forward
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(normkernels, "batch_norm_forward", spy)
-    c = nkt.convert(m)
-    assert type(c) is nkt.BatchNorm1d
+    calls = _count_kernel_calls(monkeypatch)
+    assert nkt.convert(model) is model
+    assert type(model[0]) is nkt.BatchNorm1d
+    assert model[0]._compiled_call_impl is None  # the converted layer comes back uncompiled
     x = torch.randn(4, 3)
-    y = c(x)
-    assert calls == [1]  # not m's compiled call, which runs torch's kernel
+    y = model(x)
+    assert calls == ["batch_norm_forward"]  # not the call compiled before, which runs torch's kernel
     want = F.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)
     compare.assert_close(y.detach(), want, compare.kernel_tolerance(np.float32), what="y")
 
@@ -570,21 +643,123 @@ def test_shape_errors_are_torchs(ours, theirs, x):
     assert str(got.value) == str(expected.value)
 
 
-def test_value_errors_speak_as_torch():
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        nkt.BatchNorm1d(3)(torch.randn(1, 3))
-    with pytest.raises(ValueError, match="Expected more than 1 spatial element when training"):
-        nkt.instance_norm(torch.randn(2, 3, 1))
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        nkt.group_norm(torch.randn(1, 2), 2)
-    with pytest.raises(ValueError, match="divisible by num_groups"):
-        nkt.group_norm(torch.randn(2, 6, 3), 4)
-    with pytest.raises(ValueError, match=r"Given normalized_shape=\[4\]"):
-        nkt.LayerNorm(4)(torch.randn(2, 3))
-    with pytest.raises(ValueError, match="defined when use_input_stats is false"):
-        nkt.instance_norm(torch.randn(2, 3, 4), use_input_stats=False)
-    with pytest.raises(ValueError, match="eps must be positive during training"):
-        nkt.batch_norm(torch.randn(4, 3), None, None, training=True, eps=0.0)
+def test_shape_error_is_both_runtime_error_and_value_error():
+    assert issubclass(nkt.ShapeError, RuntimeError) and issubclass(nkt.ShapeError, ValueError)
+    with pytest.raises(RuntimeError) as got:
+        nkt.LayerNorm(10)(torch.randn(32, 9))
+    assert type(got.value) is nkt.ShapeError
+
+
+def _value_error_cases():
+    """(id, call(module), message): each call made once with torch.nn and once with normkernels.torch."""
+    x = torch.randn(2, 3, 4)
+    return [
+        ("bn-one-value-module", lambda m: m.BatchNorm1d(3)(torch.randn(1, 3)), "more than 1 value per channel"),
+        (
+            "bn-one-value-functional",
+            lambda m: m.batch_norm(torch.randn(1, 3, 1), None, None, training=True),
+            "more than 1 value per channel",
+        ),
+        ("in-one-spatial-element", lambda m: m.instance_norm(torch.randn(2, 3, 1)), "more than 1 spatial element"),
+        ("gn-one-value", lambda m: m.group_norm(torch.randn(1, 2), 2), "more than 1 value per channel"),
+        ("bn-eps", lambda m: m.batch_norm(x, None, None, training=True, eps=0.0), "eps must be positive"),
+        ("bn-running-pair", lambda m: m.batch_norm(x, torch.zeros(3), None, training=True), "running_var"),
+        ("in-running-pair", lambda m: m.instance_norm(x, None, torch.ones(3)), "running_var"),
+        ("bn2d-ndim", lambda m: m.BatchNorm2d(3)(x), r"expected 4D input \(got 3D input\)"),
+        ("gn-divisible", lambda m: m.GroupNorm(2, 4)(torch.randn(2, 3, 5)), "divisible by num_groups"),
+        ("gn-divisible-functional", lambda m: m.group_norm(torch.randn(2, 6, 3), 4), "divisible by num_groups"),
+        ("gn-num_groups", lambda m: m.group_norm(torch.randn(2, 6, 3), -1), "num_groups|num groups"),
+        ("gn-ndim", lambda m: m.group_norm(torch.randn(4), 1), "dimensions"),
+        ("ln-shape", lambda m: m.LayerNorm(10)(torch.randn(32, 9)), r"Given normalized_shape=\[10\]"),
+        ("ln-empty-shape", lambda m: m.layer_norm(torch.randn(3, 2), ()), "at least 1-dimensional"),
+        ("ln-weight", lambda m: m.layer_norm(x, (4,), torch.ones(3)), "weight"),
+        ("gn-weight", lambda m: m.group_norm(x, 3, torch.ones(1, 3)), "weight"),
+        ("bn-channels", lambda m: m.BatchNorm1d(4)(torch.randn(2, 3, 5)), "3 elements"),
+        ("bn-weight", lambda m: m.batch_norm(x, None, None, torch.ones(4), training=True), "weight"),
+        ("bn-running-shape", lambda m: m.batch_norm(x, torch.zeros(1, 3), torch.ones(1, 3)), "running_mean"),
+        ("bn-eval-no-running", lambda m: m.batch_norm(x, None, None, training=False), "running_mean"),
+        ("in-weight", lambda m: m.instance_norm(x, None, None, torch.ones(4)), "weight"),
+        ("in-eval-no-running", lambda m: m.instance_norm(x, use_input_stats=False), "use_input_stats is false"),
+    ]
+
+
+@pytest.mark.parametrize("call, message", [pytest.param(c, m, id=i) for i, c, m in _value_error_cases()])
+def test_value_errors_speak_as_torch(call, message):
+    """torch's exception class, so that code catching it around torch's layers catches ours; always a
+    ValueError too (ShapeError where torch raises RuntimeError), as everywhere in normkernels."""
+    with pytest.raises(Exception) as expected:
+        call(TORCH_NN)
+    with pytest.raises(type(expected.value), match=message) as got:
+        call(nkt)
+    assert isinstance(got.value, ValueError)
+    assert isinstance(got.value, RuntimeError) == isinstance(expected.value, RuntimeError)
+    assert type(got.value) is (nkt.ShapeError if isinstance(expected.value, RuntimeError) else ValueError)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.BatchNorm1d(3)(torch.randn(1, 3)),
+        lambda m: m.batch_norm(torch.randn(1, 3), None, None, training=True),
+        lambda m: m.batch_norm(torch.randn(1, 3, 1), torch.zeros(3), torch.ones(3), training=True),
+        lambda m: m.instance_norm(torch.randn(2, 3, 1)),
+    ],
+    ids=["BatchNorm1d", "batch_norm", "batch_norm-running", "instance_norm"],
+)
+def test_one_value_per_channel_is_refused_in_torchs_words(call):
+    """The message of torch.nn.functional itself, not the kernel's, which names the kernel."""
+    with pytest.raises(ValueError) as expected:
+        call(TORCH_NN)
+    with pytest.raises(ValueError) as got:
+        call(nkt)
+    assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize(
+    "call, kind, message",
+    [
+        (
+            lambda: nkt.batch_norm(X_NCL, torch.zeros(3), torch.ones(3), training=True, momentum=None),
+            TypeError,
+            "batch_norm: expected momentum to be a float, got NoneType",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, training=True, momentum=None),
+            TypeError,
+            "batch_norm: expected momentum to be a float, got NoneType",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL, torch.zeros(3), torch.ones(3), momentum=None),
+            TypeError,
+            "instance_norm: expected momentum to be a float, got NoneType",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, training=True, momentum=float("nan")),
+            ValueError,
+            "batch_norm: expected momentum to be finite, got nan",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, training=True, eps=float("inf")),
+            ValueError,
+            "batch_norm: expected eps to be finite, got inf",
+        ),
+        (lambda: nkt.layer_norm(X_NCL, 5, eps=-1.0), ValueError, "layer_norm: eps must be non-negative, but got -1.0"),
+        (lambda: nkt.group_norm(X_NCL, 3, eps="1e-5"), TypeError, "group_norm: expected eps to be a float, got str"),
+    ],
+    ids=[
+        "bn-momentum-None",
+        "bn-momentum-None-untracked",
+        "in-momentum-None",
+        "bn-momentum-nan",
+        "bn-eps-inf",
+        "ln-eps",
+        "gn-eps",
+    ],
+)
+def test_numbers_are_checked_by_the_functionals_name(call, kind, message):
+    with pytest.raises(kind) as got:
+        call()
+    assert str(got.value) == message
 
 
 X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 3
@@ -595,11 +770,11 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
     [
         (
             lambda: nkt.batch_norm(X_NCL, None, None, torch.ones(4), training=True),
-            "batch_norm: expected weight of shape (3,), got (4,)",
+            "batch_norm: expected weight with 3 elements (one per channel), got shape (4,)",
         ),
         (
             lambda: nkt.batch_norm(X_NCL, None, None, None, torch.ones(()), training=True),
-            "batch_norm: expected bias of shape (3,), got ()",
+            "batch_norm: expected bias with 3 elements (one per channel), got shape ()",
         ),
         (
             lambda: nkt.batch_norm(X_NCL, torch.zeros(4), torch.ones(4)),
@@ -610,8 +785,16 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
             "batch_norm: expected running_var of shape (3,), got (2,)",
         ),
         (
+            lambda: nkt.batch_norm(X_NCL, torch.zeros(3, 1), torch.ones(3, 1), training=True),
+            "batch_norm: expected running_mean of shape (3,), got (3, 1)",
+        ),
+        (
             lambda: nkt.batch_norm(torch.randn(4), None, None, training=True),
             "batch_norm: expected input with at least 2 dimensions, got shape (4,)",
+        ),
+        (
+            lambda: nkt.batch_norm(X_NCL, None, None, training=False),
+            "batch_norm: running_mean must be defined in evaluation mode",
         ),
         (
             lambda: nkt.instance_norm(X_NCL, torch.zeros(4), torch.ones(4)),
@@ -629,6 +812,18 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
             lambda: nkt.instance_norm(X_NCL, None, None, None, torch.ones(6)),
             "instance_norm: expected bias of shape (3,), got (6,)",
         ),
+        (
+            lambda: nkt.instance_norm(X_NCL, None, None, torch.ones(3, 1)),
+            "instance_norm: expected weight of shape (3,), got (3, 1)",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL[:, :1], torch.zeros(()), torch.ones(())),
+            "instance_norm: expected running_mean of shape (1,), got ()",
+        ),
+        (
+            lambda: nkt.instance_norm(X_NCL[:, :1], None, None, torch.ones(1, 1)),
+            "instance_norm: expected weight of shape (1,) or (), got (1, 1)",
+        ),
         (lambda: nkt.layer_norm(X_NCL, 5, torch.ones(4)), "layer_norm: expected weight of shape (5,), got (4,)"),
         (
             lambda: nkt.layer_norm(X_NCL, (3, 5), None, torch.ones(5)),
@@ -645,11 +840,16 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
         "bn-bias",
         "bn-running_mean",
         "bn-running_var",
+        "bn-running_mean-2d",
         "bn-1d-input",
+        "bn-eval-no-running",
         "in-running_mean",
         "in-running_mean-eval",
         "in-weight-tracked",
         "in-bias",
+        "in-weight-2d",
+        "in-running-0d-tracked",
+        "in-weight-2d-C1",
         "ln-weight",
         "ln-bias",
         "gn-weight",
@@ -658,10 +858,115 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
 )
 def test_shape_errors_name_the_callers_arguments(call, message):
     """By the functional and the caller's argument (input, weight, bias, running_*) and shapes: not the kernels'
-    gamma and beta, nor instance norm's statistics as repeated N times for the kernel."""
-    with pytest.raises(ValueError) as got:
+    gamma and beta, nor instance norm's statistics as repeated N times for the kernel. Each refused by torch
+    too, with RuntimeError."""
+    with pytest.raises(nkt.ShapeError) as got:
         call()
     assert str(got.value) == message
+
+
+@pytest.mark.parametrize(
+    "op, training, x_shape, shapes",
+    [
+        ("batch_norm", True, (4, 3, 5), ((3, 1), (1, 3), (3,))),
+        ("batch_norm", True, (4, 3, 5), ((1, 3, 1), (3, 1, 1), None)),
+        ("batch_norm", False, (4, 3, 5), ((3, 1), (1, 3), (3,))),
+        ("batch_norm", True, (4, 1, 5), ((), (), (1,))),
+        ("batch_norm", True, (6, 1), ((), None, None)),
+        ("instance_norm", True, (4, 1, 5), ((), (), None)),
+        ("instance_norm", True, (4, 1, 5), ((), (), (1,))),
+        ("instance_norm", False, (4, 1, 5), ((), (), ())),
+    ],
+    ids=[
+        "bn-train-(C,1)-(1,C)",
+        "bn-train-3d",
+        "bn-eval-(C,1)-(1,C)",
+        "bn-train-C1-0d",
+        "bn-(N,C)-C1-0d-weight",
+        "in-C1-0d",
+        "in-C1-0d-tracked",
+        "in-eval-C1-0d-running",
+    ],
+)
+def test_channel_tensors_in_the_shapes_torch_accepts(op, training, x_shape, shapes):
+    """weight, bias (and running statistics) shaped as shapes (None: not given), where torch's op accepts them:
+    y and the running statistics, updated in place in the caller's tensors, as torch's; gradients in the
+    caller's shapes, with torch's values (from (C,) tensors: torch's own backward fails for a weight not 1-d)."""
+    c = x_shape[1]
+    g = torch.Generator().manual_seed(5)
+    x, dy = (torch.randn(x_shape, generator=g, dtype=torch.float64) for _ in range(2))
+    w = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
+    b = torch.randn(c, generator=g, dtype=torch.float64)
+    rm, rv = _running(c)
+    w_shape, b_shape, r_shape = shapes
+
+    def call(lib, shaped: bool):
+        def arg(t, shape):
+            return None if shape is None else (t.reshape(shape) if shaped else t).clone()
+
+        xi = x.clone().requires_grad_()
+        wi, bi = (None if t is None else t.requires_grad_() for t in (arg(w, w_shape), arg(b, b_shape)))
+        running = arg(rm, r_shape), arg(rv, r_shape)
+        y = getattr(lib, op)(xi, *running, wi, bi, training)
+        return y, xi, wi, bi, running
+
+    with torch.no_grad():
+        shaped_torch = call(F, True)  # torch's forward takes these shapes
+    want, x_want, w_want, b_want, running_want = call(F, False)
+    want.backward(dy)
+    got, x_got, w_got, b_got, running_got = call(nkt, True)
+    got.backward(dy)
+
+    tol = compare.kernel_tolerance(np.float64)
+    compare.assert_close(got.detach(), want.detach(), tol, what="y")
+    compare.assert_close(got.detach(), shaped_torch[0], tol, what="y, torch with the same shapes")
+    compare.assert_close(x_got.grad, x_want.grad, tol, what="dx")
+    for name, mine, theirs in [("weight", w_got, w_want), ("bias", b_got, b_want)]:
+        if mine is not None:
+            assert mine.grad.shape == mine.shape, name
+            compare.assert_close(mine.grad, theirs.grad.reshape(mine.shape), tol, what=f"d{name}")
+    for mine, theirs, same_shape in zip(running_got, running_want, shaped_torch[4], strict=True):
+        if mine is not None:
+            compare.assert_close(mine, theirs.reshape(mine.shape), tol, what="running statistics")
+            compare.assert_close(mine, same_shape, tol, what="running statistics, torch with the same shapes")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.batch_norm(X_NCL, torch.zeros(3, 1), torch.ones(3, 1), training=True),
+        lambda m: m.batch_norm(X_NCL, torch.zeros(1, 3), torch.ones(1, 3)),
+        lambda m: m.batch_norm(X_NCL[:, :1], torch.zeros(()), torch.ones(()), training=True),
+        lambda m: m.batch_norm(X_NCL, None, None, torch.ones(()), training=True),
+        lambda m: m.batch_norm(X_NCL, None, None, None, torch.ones(1), training=True),
+        lambda m: m.instance_norm(X_NCL, None, None, torch.ones(3, 1)),
+        lambda m: m.instance_norm(X_NCL, None, None, None, torch.ones(())),
+        lambda m: m.instance_norm(X_NCL, torch.zeros(1, 3), torch.ones(1, 3), use_input_stats=False),
+        lambda m: m.instance_norm(X_NCL[:, :1], torch.zeros(()), torch.ones(())),
+        lambda m: m.instance_norm(X_NCL[:, :1], None, None, torch.ones(1, 1)),
+        lambda m: m.group_norm(X_NCL[:, :1], 1, torch.ones(())),
+        lambda m: m.layer_norm(X_NCL[..., :1], (1,), torch.ones(())),
+    ],
+    ids=[
+        "bn-running-(C,1)",
+        "bn-running-(1,C)-eval",
+        "bn-running-0d-C1",
+        "bn-weight-0d-C3",
+        "bn-bias-(1,)-C3",
+        "in-weight-(C,1)",
+        "in-bias-0d-C3",
+        "in-running-(1,C)-eval",
+        "in-running-0d-C1-tracked",
+        "in-weight-(1,1)-C1",
+        "gn-weight-0d-C1",
+        "ln-weight-0d",
+    ],
+)
+def test_channel_tensors_in_shapes_torch_refuses_are_refused(call):
+    with pytest.raises(RuntimeError):
+        call(TORCH_NN)
+    with pytest.raises(nkt.ShapeError):
+        call(nkt)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
