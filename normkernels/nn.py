@@ -484,40 +484,41 @@ class _InstanceNorm(_RunningNorm):
         if self.running_mean is None:
             y, mean, rstd = instance_norm_forward(x, self.weight, self.bias, eps=self.eps, backend=self.backend)
             return y, mean, rstd, True
+        if not batch_stats:  # each channel normalized with its running statistics: batch norm's eval mode
+            y, mean, rstd = batch_norm_forward(
+                x,
+                self.weight,
+                self.bias,
+                eps=self.eps,
+                training=False,
+                running_mean=self.running_mean,
+                running_var=self.running_var,
+                backend=self.backend,
+            )
+            return y, mean, rstd, False
         n, c = x.shape[:2]
         running_mean, running_var = np.tile(self.running_mean, n), np.tile(self.running_var, n)
         y, mean, rstd = batch_norm_forward(
             _as_one_batch(x),
             *(None if a is None else np.tile(a, n) for a in (self.weight, self.bias)),
             eps=self.eps,
-            training=batch_stats,
+            training=True,
             running_mean=running_mean,
             running_var=running_var,
             momentum=0.0 if self.momentum is None else self.momentum,
             backend=self.backend,
         )
-        if batch_stats:
-            self.running_mean[...] = running_mean.reshape(n, c).mean(axis=0, dtype=np.float64)
-            self.running_var[...] = running_var.reshape(n, c).mean(axis=0, dtype=np.float64)
-        return y.reshape(x.shape), mean, rstd, batch_stats
+        self.running_mean[...] = running_mean.reshape(n, c).mean(axis=0, dtype=np.float64)
+        self.running_var[...] = running_var.reshape(n, c).mean(axis=0, dtype=np.float64)
+        # the (N * C,) statistics of the one-batch view are instance norm's (N, C) ones
+        return y.reshape(x.shape), mean.reshape(n, c), rstd.reshape(n, c), True
 
     def _gradients(self, dy, saved):
-        if saved.mean.ndim == 2:  # (N, C): the instance-norm kernels ran
+        if saved.batch_stats:
             return instance_norm_backward(dy, saved.x, saved.weight, saved.mean, saved.rstd, backend=self.backend)
-        n, c = saved.x.shape[:2]  # else the batch-norm view with (N*C,) statistics and weight
-        dx, dweight, dbias = batch_norm_backward(
-            _as_one_batch(dy),
-            _as_one_batch(saved.x),
-            None if saved.weight is None else np.tile(saved.weight, n),
-            saved.mean,
-            saved.rstd,
-            training=saved.batch_stats,
-            backend=self.backend,
+        return batch_norm_backward(
+            dy, saved.x, saved.weight, saved.mean, saved.rstd, training=False, backend=self.backend
         )
-        if dweight is None:
-            return dx.reshape(saved.x.shape), None, None
-        per_channel = (g.reshape(n, c).sum(axis=0, dtype=np.float64).astype(g.dtype) for g in (dweight, dbias))
-        return dx.reshape(saved.x.shape), *per_channel
 
 
 def _as_one_batch(x: np.ndarray) -> np.ndarray:
