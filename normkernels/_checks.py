@@ -124,7 +124,7 @@ def flag(name: str, value, *, op: str) -> bool:
     return bool(value)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -147,15 +147,8 @@ def eps(value, *, op: str) -> float:
 
 
 def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
-    if _is_int(value):
-        shape = (value,)
-    elif isinstance(value, (tuple, list)) and all(_is_int(d) for d in value):
-        shape = tuple(value)
-    else:
-        raise TypeError(f"{op}: expected normalized_shape to be an int or a tuple of ints, got {value!r}")
-    if not shape:
-        raise ValueError(f"{op}: expected normalized_shape to be at least 1-dimensional, got {value!r}")
-    shape = tuple(int(d) for d in shape)
+    """normalized_shape as a tuple, which must be x's trailing dims."""
+    shape = shape_tuple(value, op=op)
     if len(shape) > len(x_shape) or tuple(x_shape[len(x_shape) - len(shape) :]) != shape:
         raise ValueError(
             f"{op}: Given normalized_shape={list(shape)}, expected input with shape [*, "
@@ -164,9 +157,22 @@ def normalized_shape(value, x_shape: tuple, *, op: str) -> tuple[int, ...]:
     return shape
 
 
+def shape_tuple(value, *, op: str) -> tuple[int, ...]:
+    """normalized_shape (an int, or a non-empty tuple or list of ints) as a tuple of ints."""
+    if is_int(value):
+        shape = (value,)
+    elif isinstance(value, (tuple, list)) and all(is_int(d) for d in value):
+        shape = tuple(value)
+    else:
+        raise TypeError(f"{op}: expected normalized_shape to be an int or a tuple of ints, got {value!r}")
+    if not shape:
+        raise ValueError(f"{op}: expected normalized_shape to be at least 1-dimensional, got {value!r}")
+    return tuple(int(d) for d in shape)
+
+
 def num_groups(value, x_shape: tuple, *, op: str) -> int:
     """num_groups of group norm: a positive int dividing C = x_shape[1]."""
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{op}: expected num_groups to be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{op}: expected num_groups to be a positive int, got {value!r}")

@@ -40,7 +40,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -97,7 +96,7 @@ def _flag(op: str, name: str, value) -> bool:
 
 
 def _positive_int(op: str, name: str, value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if not _checks.is_int(value):
         raise TypeError(f"{op}: expected {name} to be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{op}: expected {name} to be a positive int, got {value!r}")
@@ -561,13 +560,7 @@ class LayerNorm(_Norm):
         backend: str = "cpu",
     ) -> None:
         op = type(self).__name__
-        dims = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
-        if not isinstance(dims, (tuple, list)) or isinstance(normalized_shape, bool):
-            raise TypeError(
-                f"{op}: expected normalized_shape to be an int or a tuple of ints, got {normalized_shape!r}"
-            )
-        if not dims:
-            raise ValueError(f"{op}: expected normalized_shape to be at least 1-dimensional, got {normalized_shape!r}")
+        dims = _checks.shape_tuple(normalized_shape, op=op)
         self.normalized_shape = tuple(_positive_int(op, "each dim of normalized_shape", d) for d in dims)
         self.elementwise_affine = _flag(op, "elementwise_affine", elementwise_affine)
         self._make_state(self.normalized_shape, self.elementwise_affine, bias, eps, dtype, backend)
