@@ -20,7 +20,6 @@ RuntimeError and a ValueError.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -156,19 +155,10 @@ def _check_running_pair(op: str, running_mean, running_var) -> None:
 
 
 def _number(op: str, name: str, value, *, non_negative: bool = False) -> float:
-    """eps or momentum as a float, checked here so that a refusal names the caller, not the kernel: the
-    kernels take finite real numbers only, eps non-negative. A bool passes, as it does in PyTorch."""
-    if not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: expected {name} to be a float, got {type(value).__name__}")
-    try:
-        v = float(value)
-    except OverflowError:  # an int beyond float64
-        v = math.inf
-    if not math.isfinite(v):
-        raise ValueError(f"{op}: expected {name} to be finite, got {value!r}")
-    if non_negative and v < 0.0:
-        raise ValueError(f"{op}: {name} must be non-negative, but got {value!r}")
-    return v
+    """eps or momentum, checked here by the kernels' own rule (a finite real number, eps non-negative) so that a
+    refusal names the caller, not the kernel. A bool passes, as it does in PyTorch."""
+    value = float(value) if isinstance(value, bool) else value
+    return _checks.real(name, value, op=op, low=0.0 if non_negative else -math.inf)
 
 
 def _as_channels(t: torch.Tensor | None, c: int) -> torch.Tensor | None:

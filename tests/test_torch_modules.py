@@ -721,30 +721,38 @@ def test_one_value_per_channel_is_refused_in_torchs_words(call):
         (
             lambda: nkt.batch_norm(X_NCL, torch.zeros(3), torch.ones(3), training=True, momentum=None),
             TypeError,
-            "batch_norm: expected momentum to be a float, got NoneType",
+            "batch_norm: expected momentum to be a real number, got NoneType",
         ),
         (
             lambda: nkt.batch_norm(X_NCL, None, None, training=True, momentum=None),
             TypeError,
-            "batch_norm: expected momentum to be a float, got NoneType",
+            "batch_norm: expected momentum to be a real number, got NoneType",
         ),
         (
             lambda: nkt.instance_norm(X_NCL, torch.zeros(3), torch.ones(3), momentum=None),
             TypeError,
-            "instance_norm: expected momentum to be a float, got NoneType",
+            "instance_norm: expected momentum to be a real number, got NoneType",
         ),
         (
             lambda: nkt.batch_norm(X_NCL, None, None, training=True, momentum=float("nan")),
             ValueError,
-            "batch_norm: expected momentum to be finite, got nan",
+            "batch_norm: expected momentum to be a finite number, got nan",
         ),
         (
             lambda: nkt.batch_norm(X_NCL, None, None, training=True, eps=float("inf")),
             ValueError,
-            "batch_norm: expected eps to be finite, got inf",
+            "batch_norm: expected eps to be a finite number in [0.0, inf], got inf",
         ),
-        (lambda: nkt.layer_norm(X_NCL, 5, eps=-1.0), ValueError, "layer_norm: eps must be non-negative, but got -1.0"),
-        (lambda: nkt.group_norm(X_NCL, 3, eps="1e-5"), TypeError, "group_norm: expected eps to be a float, got str"),
+        (
+            lambda: nkt.layer_norm(X_NCL, 5, eps=-1.0),
+            ValueError,
+            "layer_norm: expected eps to be a finite number in [0.0, inf], got -1.0",
+        ),
+        (
+            lambda: nkt.group_norm(X_NCL, 3, eps="1e-5"),
+            TypeError,
+            "group_norm: expected eps to be a real number, got str",
+        ),
     ],
     ids=[
         "bn-momentum-None",
