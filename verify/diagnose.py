@@ -857,23 +857,24 @@ def diagnose(ctx: Context, failing: list[str]) -> dict[str, Finding]:
     base: tuple = ()
     if "y" in failing:
         hits, closest, res = search.match(("y",), search.forward_levels(), backward=False)
-        findings["y"] = Finding("y", hits[0] if hits else (), hits[1:3], closest, res)
+        findings["y"] = _finding("y", hits, closest, res, ())
         base = hits[0] if hits else ()
     grads = tuple(t for t in failing if t != "y")
     if not grads:
         return findings
-    views = "y" in failing and not base
-    hits, closest, res = search.match(grads, search.backward_levels(base, views), backward=True)
+    levels = search.backward_levels(base, views="y" in failing and not base)
+    hits, closest, res = search.match(grads, levels, backward=True)
     if hits or len(grads) == 1:
-        for t in grads:
-            findings[t] = Finding(
-                t, _own(hits[0], base) if hits else (), [_own(a, base) for a in hits[1:3]], closest, res
-            )
-        return findings
+        return findings | {t: _finding(t, hits, closest, res, base) for t in grads}
     for t in grads:  # no one hypothesis explains them all: one by one
-        hits, closest, res = search.match((t,), search.backward_levels(base, views), backward=True)
-        findings[t] = Finding(t, _own(hits[0], base) if hits else (), [_own(a, base) for a in hits[1:3]], closest, res)
+        findings[t] = _finding(t, *search.match((t,), levels, backward=True), base)
     return findings
+
+
+def _finding(tensor: str, hits: list, closest: tuple, res: float, base: tuple) -> Finding:
+    """The first hit (and two alternatives), each as the changes it adds to the forward's hypothesis base."""
+    own = [_own(h, base) for h in hits[:3]]
+    return Finding(tensor, own[0] if own else (), own[1:], closest, res)
 
 
 def _own(changes: tuple, base: tuple) -> tuple:
