@@ -7,6 +7,7 @@ first layer expects 28 x 28 inputs as in the d2l chapter (Fashion-MNIST there).
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -50,8 +51,6 @@ def batches(n: int, batch_size: int, *, epoch: int, seed: int = 0):
 
 def progress(label: str, done: int, total: int, extra: str = "", *, width: int = 24, stream=None) -> None:
     """One line that redraws itself: ``label [#####.....] done/total extra``; a newline when done."""
-    import sys
-
     stream = sys.stderr if stream is None else stream
     filled = width * done // max(total, 1)
     end = "\n" if done >= total else ""
