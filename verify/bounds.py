@@ -117,8 +117,7 @@ def _per_group_and_affine(lay: Layout, *arrays: np.ndarray) -> list[np.ndarray]:
     """Sums of each array (x's shape) over every (statistics group, affine element) intersection, as
     (groups, affine size) arrays."""
     n_affine = math.prod(lay.affine_shape)
-    affine = np.broadcast_to(np.arange(n_affine).reshape(lay.affine_broadcast), lay.x_shape)
-    joint = (lay.stats_index() * n_affine + affine).reshape(-1)
+    joint = (lay.stats_index() * n_affine + lay.affine_index()).reshape(-1)
     n_groups = math.prod(lay.stats_broadcast)
     shape = (n_groups, n_affine)
     return [np.bincount(joint, weights=a.reshape(-1), minlength=n_groups * n_affine).reshape(shape) for a in arrays]

@@ -43,9 +43,7 @@ def partition(view: Layout) -> tuple[bytes, bytes]:
     """Which elements of x share statistics, and which share gamma, when x is reshaped (in memory order) to
     the view's x_shape and normalized there, as canonical labellings: views with equal keys compute the same
     layer."""
-    affine_ids = np.arange(math.prod(view.affine_shape)).reshape(view.affine_broadcast)
-    affine = np.broadcast_to(affine_ids, view.x_shape)
-    return _canonical(view.stats_index()).tobytes(), _canonical(affine).tobytes()
+    return _canonical(view.stats_index()).tobytes(), _canonical(view.affine_index()).tobytes()
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:

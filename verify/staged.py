@@ -105,6 +105,11 @@ class Layout:
         ids = np.arange(math.prod(self.stats_broadcast)).reshape(self.stats_broadcast)
         return np.broadcast_to(ids, self.view_shape).reshape(self.x_shape)
 
+    def affine_index(self) -> np.ndarray:
+        """For every element of x (x's shape), the flat index of its element of gamma."""
+        ids = np.arange(math.prod(self.affine_shape)).reshape(self.affine_broadcast)
+        return np.broadcast_to(ids, self.x_shape)
+
 
 def _normalized_shape(normalized_shape) -> tuple:
     if normalized_shape is None:
