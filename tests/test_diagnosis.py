@@ -8,6 +8,7 @@ right one, and the time per file.
 
 import sys
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -88,14 +89,21 @@ def _names(said: list[str], category: str) -> bool:
                for w in EVIDENCE[category] for s in said)  # fmt: skip
 
 
+@cache
+def _checked(path: str) -> tuple[dict, float]:
+    """check_file on one file of the corpus, once per session: its entries by pair, and the seconds it took
+    (every check and every diagnosis of the file)."""
+    start = time.perf_counter()
+    entries = {e.name: e for e in cs231n.check_file(ROOT / path)}
+    return entries, time.perf_counter() - start
+
+
 def diagnosis_rows():
     """(file, function, category, what was named, right?) for every mistake of the corpus, and the seconds
-    each file took (check_file: every check and every diagnosis of the file)."""
+    each file took."""
     rows, seconds = [], {}
     for path, functions in FILES.items():
-        start = time.perf_counter()
-        entries = {e.name: e for e in cs231n.check_file(ROOT / path)}
-        seconds[path] = time.perf_counter() - start
+        entries, seconds[path] = _checked(path)
         for function, entry in functions.items():
             pair = entries.get(_pair(function))
             report = pair.report if pair else None
@@ -146,7 +154,7 @@ def test_the_students_mistake_is_named(table, path, function, category):
 
 @pytest.mark.parametrize("path", FILES)
 def test_correct_functions_pass_and_get_no_cause(path):
-    entries = {e.name: e for e in cs231n.check_file(ROOT / path)}
+    entries, _ = _checked(path)
     for function, entry in FILES[path].items():
         pair = entries.get(_pair(function))
         if entry["correct"] and pair is not None and pair.report is not None:
