@@ -14,13 +14,13 @@ CORRECT_1C11 = cs231n.load(STUDENTS / "student_01.py")  # correct; group norm ga
 CORRECT_C = cs231n.load(STUDENTS / "student_02.py")  # correct; group norm gamma (C,)
 
 
-def _inputs(shape, c, seed=0):
-    rng = np.random.default_rng(seed)
-    return 5 * rng.standard_normal(shape) + 12, 1 + 0.5 * rng.standard_normal(c), rng.standard_normal(c)
+def _inputs(layer: str):
+    """x, gamma, beta for one of the assignment's layers, drawn as verify.cs231n.check_module draws them."""
+    return cs231n.LAYERS[layer].case.inputs()[:3]
 
 
 def test_batchnorm_with_bn_param_in_train_and_test_mode():
-    x, gamma, beta = _inputs((8, 5), 5)
+    x, gamma, beta = _inputs("batchnorm")
     m = CORRECT_1C11
     train = cs231n.check(m.batchnorm_forward, m.batchnorm_backward, x=x, gamma=gamma, beta=beta,
                          bn_param={"mode": "train"})  # fmt: skip
@@ -34,7 +34,7 @@ def test_batchnorm_with_bn_param_in_train_and_test_mode():
 
 @pytest.mark.parametrize("module, shape", [(CORRECT_1C11, (1, 6, 1, 1)), (CORRECT_C, (6,))], ids=["1C11", "C"])
 def test_groupnorm_with_G_and_either_gamma_shape(module, shape):
-    x, gamma, beta = _inputs((2, 6, 4, 5), 6)
+    x, gamma, beta = _inputs("spatial_groupnorm")
     report = cs231n.check(
         module.spatial_groupnorm_forward, module.spatial_groupnorm_backward,
         x=x, gamma=gamma.reshape(shape), beta=beta.reshape(shape), G=2, gn_param={},
@@ -45,7 +45,7 @@ def test_groupnorm_with_G_and_either_gamma_shape(module, shape):
 
 
 def test_layernorm_with_ln_param_and_its_eps():
-    x, gamma, beta = _inputs((4, 7), 7)
+    x, gamma, beta = _inputs("layernorm")
     m = CORRECT_C
     report = cs231n.check(m.layernorm_forward, m.layernorm_backward, x=x, gamma=gamma, beta=beta,
                           ln_param={"eps": 0.1})  # fmt: skip
@@ -84,7 +84,7 @@ def test_a_file_without_any_of_the_functions_fails(tmp_path, capsys):
 
 
 def test_the_running_averages_follow_the_assignments_convention():
-    x, gamma, beta = _inputs((8, 5), 5)
+    x, gamma, beta = _inputs("batchnorm")
     layer = cs231n.LAYERS["batchnorm"]
     assert all(r.passed for r in cs231n.running_rows(CORRECT_1C11.batchnorm_forward, layer, x, gamma, beta))
 

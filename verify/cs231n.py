@@ -48,6 +48,12 @@ class Layer:
     def forward_name(self) -> str:
         return f"{self.name}_forward"
 
+    @property
+    def case(self) -> Case:
+        """The input the check feeds it: x drawn as the assignment's notebook draws it (verify.cases.RECIPES)."""
+        normalized_ndim = 1 if self.norm == "layer_norm" else None
+        return Case(self.norm, self.shape, self.num_groups, normalized_ndim, recipe="cs231n")
+
     def layout_kwargs(self, x_shape: tuple) -> dict:
         """What verify.check needs to know the norm exactly, for an x of this shape."""
         if self.norm == "layer_norm":
@@ -306,10 +312,7 @@ def check_module(module, *, seed: int = 0, **kwargs) -> list[Entry]:
             entries.append(Entry(title, None, missing))
             continue
         rng = np.random.default_rng([seed, len(entries)])
-        case = Case(
-            layer.norm, layer.shape, layer.num_groups, 1 if layer.norm == "layer_norm" else None, recipe="cs231n"
-        )
-        x, gamma, beta, _ = case.inputs(seed=[seed, len(entries)])
+        x, gamma, beta, _ = layer.case.inputs(seed=[seed, len(entries)])
         params = {layer.param: {"mode": "train", "eps": 1e-5}}
         if layer.norm == "group_norm":
             shape = _groupnorm_gamma(forward, backward, x, gamma, beta, layer.num_groups)
