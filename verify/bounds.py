@@ -10,7 +10,7 @@ Sums. Recursive summation of n terms errs by at most n * u * sum|terms| (Higham,
 of Numerical Algorithms", section 4.2), a bound that is reached only by contrived data. For n > 100 we use
 the probabilistic bound of Higham and Mary (SIAM J. Sci. Comput. 41(5), 2019, theorem 2.4): with rounding
 errors that are mean-independent, the error exceeds lambda * sqrt(n) * u * sum|terms| with probability at
-most 2 * n * exp(-lambda**2 / 2); lambda = 10 makes that 2e-16 for a million terms. So a sum of n terms
+most 2 * n * exp(-lambda**2 / 2); lambda = 10 makes that 4e-16 for a million terms. So a sum of n terms
 counts s(n) = min(n, 10 * sqrt(n)) roundings.
 
 Per statistics group of M values, with A = max|x| over the group, r = rstd = 1 / sqrt(var + eps) and the

@@ -62,7 +62,7 @@ class Budget:
 
 def step_fraction(dtype) -> float:
     """h / R: truncation of R(h/2) falls like (h / R)**4 and rounding grows like u / h, which balance near
-    h / R = u**(1/5) (0.036 for float32, 7e-4 for float64); never above 1/4, where the estimate stops being
+    h / R = u**(1/5) (0.036 for float32, 6e-4 for float64); never above 1/4, where the estimate stops being
     reliable."""
     return min(0.25, error_bounds.unit_roundoff(dtype) ** 0.2)
 
