@@ -26,16 +26,15 @@ SLOW = {"jax_vjp": dict(full_fd_limit=0, directions=2, sampled=4)}  # un-jitted 
 
 
 def layer(name: str, case: Case):
-    kw = dict(num_groups=case.num_groups, normalized_shape=case.normalized_shape)
     if name == "normkernels":
         return case.layer()
     if name == "planted_staged":
-        return student_layer(case.norm, eps=case.eps, **{k: v for k, v in kw.items() if v is not None})
+        return student_layer(case.norm, **case.check_kwargs)
     if name == "planted_compact":
-        return compact_layer(case.norm, eps=case.eps, **{k: v for k, v in kw.items() if v is not None})
+        return compact_layer(case.norm, **case.check_kwargs)
     if not correct_layers.available(name):
         pytest.skip(f"{name} needs a package that is not installed")
-    return correct_layers.make(name, case.norm, eps=case.eps, **kw)
+    return correct_layers.make(name, case.norm, **case.check_kwargs)
 
 
 def run(name: str, case: Case, x, gamma, beta):
