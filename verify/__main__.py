@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             gamma=gamma,
             beta=beta,
             name=label,
-            **case.layout_kwargs,
+            **case.check_kwargs,
             **budget,
         )
         results.append(dict(case=case.id, backend=shown, dtype=dtype, affine=affine, **report.to_dict()))
