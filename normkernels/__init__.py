@@ -4,8 +4,8 @@ Every op returns ``(y, mean, rstd)`` from its forward and ``(dx, dgamma, dbeta)`
 signature is the same for all ops: ``<op>_backward(dy, x, gamma, mean, rstd, *, backend="cpu")``.
 """
 
+from ._backends import BACKENDS
 from ._batch_norm import batch_norm_backward, batch_norm_forward
-from ._checks import BACKENDS
 from ._row_norms import (
     group_norm_backward,
     group_norm_forward,

@@ -9,25 +9,7 @@ import numpy as np
 
 from . import _device
 
-BACKENDS = ("cpu", "cuda")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def backend(value: str, *, op: str) -> str:
-    if value not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {value!r}")
-    if value == "cuda":
-        try:
-            from . import cuda
-        except ImportError as exc:
-            raise RuntimeError('backend="cuda" needs numba-cuda: pip install "normkernels[cuda]"') from exc
-        if not cuda.available():
-            raise RuntimeError(
-                'backend="cuda" needs an NVIDIA GPU with a working driver (numba.cuda.is_available() is False); '
-                "to run the kernels in Numba's CUDA simulator instead, set NUMBA_ENABLE_CUDASIM=1 before "
-                "numba is imported"
-            )
-    return value
 
 
 def input_array(x, *, min_ndim: int, op: str, backend: str = "cpu"):

@@ -15,14 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _checks, _device
-from .cpu import _loops, rows
-from .cpu._jit import launch_guard
-
-# Each backward block adds its rows into one (A,) float64 partial per affine output; at most this many
-# partial elements in all, so the memory stays bounded for very wide layer norms.
-_MAX_PARTIAL_ELEMENTS = 1 << 22
-_MAX_BLOCKS = 64
+from . import _backends, _checks, _device
 
 
 class _RowView(NamedTuple):
@@ -47,62 +40,28 @@ def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
     return _RowView(n * groups, per_group * hw, groups, hw, (n, groups), (c,))
 
 
-def _forward(op, x, view: _RowView, gamma, beta, eps, backend):
+def _forward(op, x, view: _RowView, gamma, beta, eps, ops):
     eps = _checks.eps(eps, op=op)
     g, b = _checks.affine(gamma, beta, view.affine_shape, x, op=op)
     x2 = x.reshape(view.rows, view.length)
-    if backend == "cuda":
-        from .cuda import ops
-
-        y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner)
-    else:
-        y = np.empty_like(x2)
-        mean = np.empty(view.rows)
-        rstd = np.empty(view.rows)
-        with launch_guard():
-            rows.rows_forward(x2, g, b, eps, view.groups, view.inner, y, mean, rstd)
-        mean, rstd = mean.astype(x.dtype), rstd.astype(x.dtype)
+    y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner)
     return y.reshape(x.shape), mean.reshape(view.stats_shape), rstd.reshape(view.stats_shape)
 
 
-def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, backend):
+def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, ops):
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)
     mean = _checks.like_input("mean", mean, view.stats_shape, x, op=op)
     rstd = _checks.like_input("rstd", rstd, view.stats_shape, x, op=op)
     g, _ = _checks.affine(gamma, None, view.affine_shape, x, op=op)
     x2 = x.reshape(view.rows, view.length)
     dy2 = dy.reshape(x2.shape)
-    if backend == "cuda":
-        from .cuda import ops
-
-        dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner)
-    else:
-        dx, dgamma, dbeta = _cpu_rows_backward(dy2, x2, g, mean, rstd, view)
+    dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner)
     if gamma is None:
         return dx.reshape(x.shape), None, None
     if dgamma is None:  # an empty affine shape (no channels): the CUDA ops read an empty gamma as none
         device = _device.is_device_array(x)
         dgamma, dbeta = (_device.empty(view.affine_shape, x.dtype, device=device) for _ in range(2))
     return dx.reshape(x.shape), dgamma.reshape(view.affine_shape), dbeta.reshape(view.affine_shape)
-
-
-def _cpu_rows_backward(dy2, x2, g, mean, rstd, view: _RowView):
-    width = g.size  # partial sums per block: one per affine element, none without gamma
-    # rows per block: at most _MAX_BLOCKS blocks, and at most _MAX_PARTIAL_ELEMENTS partial sums in all
-    blocks = min(_MAX_BLOCKS, max(1, _MAX_PARTIAL_ELEMENTS // max(width, 1)))
-    block = max(1, -(-view.rows // blocks))
-    blocks = -(-view.rows // block)
-    dgamma_part = np.zeros((blocks, width))
-    dbeta_part = np.zeros((blocks, width))
-    dx = np.empty_like(x2)
-    with launch_guard():
-        rows.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, block, dx, dgamma_part, dbeta_part)
-    sums = []
-    for part in (dgamma_part, dbeta_part):
-        total = np.empty(width)
-        _loops.sum_blocks(part, total)
-        sums.append(total.astype(x2.dtype))
-    return dx, *sums
 
 
 def layer_norm_forward(
@@ -120,10 +79,10 @@ def layer_norm_forward(
     Returns y (x.shape), mean and rstd (lead), rstd = 1 / sqrt(biased var + eps).
     """
     op = "layer_norm_forward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     normalized = _checks.normalized_shape(normalized_shape, x.shape, op=op)
-    return _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, beta, eps, backend)
+    return _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, beta, eps, ops)
 
 
 def layer_norm_backward(
@@ -135,11 +94,11 @@ def layer_norm_backward(
     Returns dx (x.shape), dgamma and dbeta (normalized; None when gamma is None).
     """
     op = "layer_norm_backward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
     lead = _checks.stats_ndim("mean", mean, x, range(x.ndim), op=op)
     view = _layer_norm_view(x.shape, x.shape[lead:])
-    return _backward(op, dy, x, gamma, mean, rstd, view, backend)
+    return _backward(op, dy, x, gamma, mean, rstd, view, ops)
 
 
 def instance_norm_forward(
@@ -152,10 +111,10 @@ def instance_norm_forward(
 ):
     """InstanceNorm: x (N, C, *spatial); gamma, beta (C,) or None. Returns y, mean and rstd (N, C)."""
     op = "instance_norm_forward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
     _checks.spatial_elements(x.shape, op=op)
-    return _forward(op, x, _group_norm_view(x.shape, x.shape[1]), gamma, beta, eps, backend)
+    return _forward(op, x, _group_norm_view(x.shape, x.shape[1]), gamma, beta, eps, ops)
 
 
 def instance_norm_backward(
@@ -163,9 +122,9 @@ def instance_norm_backward(
 ):
     """Gradients of instance_norm_forward. Returns dx (N, C, *spatial), dgamma and dbeta (C,) or None."""
     op = "instance_norm_backward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=3, op=op, backend=backend)
-    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, x.shape[1]), backend)
+    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, x.shape[1]), ops)
 
 
 def group_norm_forward(
@@ -182,10 +141,10 @@ def group_norm_forward(
     gamma, beta: (C,) or None. Returns y, mean and rstd (N, num_groups).
     """
     op = "group_norm_forward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     groups = _checks.num_groups(num_groups, x.shape, op=op)
-    return _forward(op, x, _group_norm_view(x.shape, groups), gamma, beta, eps, backend)
+    return _forward(op, x, _group_norm_view(x.shape, groups), gamma, beta, eps, ops)
 
 
 def group_norm_backward(
@@ -193,8 +152,8 @@ def group_norm_backward(
 ):
     """Gradients of group_norm_forward; the group count is mean.shape[1]. Returns dx, dgamma, dbeta (C,)."""
     op = "group_norm_backward"
-    backend = _checks.backend(backend, op=op)
+    ops = _backends.select(backend, op=op)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     _checks.stats_ndim("mean", mean, x, (2,), op=op)
     groups = _checks.groups_from_stats(mean.shape, x.shape, op=op)
-    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), backend)
+    return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), ops)

@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import _checks, _device
+from . import _backends, _checks, _device
 from ._batch_norm import batch_norm_backward, batch_norm_forward
 from ._row_norms import (
     group_norm_backward,
@@ -148,7 +148,7 @@ class _Norm:
         """eps, backend and the parameters (PyTorch's initialization: weight ones, bias zeros)."""
         op = type(self).__name__
         self.eps = _checks.eps(eps, op=op)
-        self.backend = _checks.backend(backend, op=op)
+        self.backend = _backends.check(backend, op=op)
         self._dtype = _parameter_dtype(op, dtype)
         bias = _flag(op, "bias", bias)
         self.weight = np.ones(affine_shape, self._dtype) if affine else None

@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _loops as L
+from . import formulas
 from ._jit import PARALLEL, SERIAL
 
 
@@ -50,17 +51,14 @@ def _chan_merge(count, mean_part, m2_part, mean, m2):
     n_a = count[0]
     for b in range(1, mean_part.shape[0]):
         n_b = count[b]
-        n = n_a + n_b
         for c in range(mean.size):
-            delta = mean_part[b, c] - mean[c]
-            mean[c] += delta * n_b / n
-            m2[c] += m2_part[b, c] + delta * delta * (n_a * n_b / n)
-        n_a = n
+            mean[c], m2[c] = formulas.chan_merge(n_a, mean[c], m2[c], n_b, mean_part[b, c], m2_part[b, c])
+        n_a += n_b
 
 
 @njit(**PARALLEL)
-def channels_stats(x, block, mean, var):
-    """x: (N, C, S). Writes the per-channel mean and biased variance, (C,) float64."""
+def channels_stats(x, block, mean, m2):
+    """x: (N, C, S). Writes the per-channel mean and M2 = sum((x - mean)**2), (C,) float64."""
     N, C, S = x.shape
     B = (N + block - 1) // block
     count = np.empty(B)
@@ -103,9 +101,32 @@ def channels_stats(x, block, mean, var):
                 q += L.sum_sq_dev(x[n, c], m)
             mean_part[b, c] = m
             m2_part[b, c] = q
-    m2 = np.empty(C)
     _chan_merge(count, mean_part, m2_part, mean, m2)
-    var[:] = m2 / (N * S)
+
+
+@njit(**SERIAL)
+def channels_finish(mean, m2, count, eps, gamma, beta, momentum, running_mean, running_var, rstd, scale, shift):
+    """Training: per channel rstd from the biased variance M2 / count, the normalize coefficients
+    scale = rstd * gamma and shift = beta, and the running statistics (empty for none) updated in place."""
+    for c in range(mean.size):
+        rs = formulas.rstd_of(m2[c] / count, eps)
+        if running_mean.size > 0:
+            running_mean[c] = formulas.running_update(running_mean[c], mean[c], momentum)
+            running_var[c] = formulas.running_update(running_var[c], formulas.unbiased_var(m2[c], count), momentum)
+        rstd[c] = rs
+        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
+        shift[c] = beta[c] if beta.size > 0 else 0.0
+
+
+@njit(**SERIAL)
+def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale, shift):
+    """Eval mode: the running statistics are the statistics (float64 mean, rstd, scale, shift)."""
+    for c in range(mean.size):
+        rs = formulas.rstd_of(np.float64(running_var[c]), eps)
+        mean[c] = running_mean[c]
+        rstd[c] = rs
+        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
+        shift[c] = beta[c] if beta.size > 0 else 0.0
 
 
 @njit(**PARALLEL)
@@ -145,6 +166,16 @@ def channels_backward_sums(dy, x, mean, block, sdy, sdyxmu):
                 pdyxmu[b, c] += v
     L.sum_blocks(pdy, sdy)
     L.sum_blocks(pdyxmu, sdyxmu)
+
+
+@njit(**SERIAL)
+def channels_backward_coefficients(sdy, sdyxmu, rstd, gamma, training, count, dgamma, p, q, r):
+    """Per channel, dgamma and the coefficients of dx = p * dy + q * (x - mean) + r from the two sums."""
+    for c in range(sdy.size):
+        ga = np.float64(gamma[c]) if gamma.size > 0 else 1.0
+        dgamma[c], p[c], q[c], r[c] = formulas.channel_backward(
+            sdy[c], sdyxmu[c], np.float64(rstd[c]), ga, count, training
+        )
 
 
 @njit(**PARALLEL)

@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _loops as L
+from . import formulas
 from ._jit import PARALLEL
 
 
@@ -49,7 +50,7 @@ def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
         xr = x[r]
         yr = y[r]
         m = L.sum_(xr) / K
-        rs = 1.0 / np.sqrt(L.sum_sq_dev(xr, m) / K + eps)
+        rs = formulas.rstd_of(L.sum_sq_dev(xr, m) / K, eps)
         mean[r] = m
         rstd[r] = rs
         mh = L.like(x, m)
@@ -115,11 +116,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_par
                         sdyxmu *= ga
                     sg += sdy
                     sgxmu += sdyxmu
-            c1 = sg / K  # mean(g)
-            c2 = sgxmu * rs / K  # mean(g * xhat)
-            # dx = rs * (g - c1 - xhat * c2) = (rs * gamma) * dy + q * (x - mean) + r
-            q = -rs * rs * c2
-            r_ = -rs * c1
+            q, r_ = formulas.row_backward(sg, sgxmu, rs, K, True)  # dx = (rs * gamma) * dy + q * (x - mean) + r_
             if inner == 1:
                 L.grad_input_affine(dyr, xr, m, rs, g_row, q, r_, dxr)
             else:

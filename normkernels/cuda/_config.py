@@ -6,9 +6,9 @@ path and small sizes, which still exercise every structure (rows longer than a t
 channel, cached and re-read elements) on tiny shapes.
 """
 
-from numba import config
+from .._backends import simulator
 
-SIMULATOR = bool(config.ENABLE_CUDASIM)
+SIMULATOR = simulator()
 USE_SHUFFLE = not SIMULATOR  # read as a compile-time constant by the kernels
 WARP = 32
 FULL_MASK = 0xFFFFFFFF

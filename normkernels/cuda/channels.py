@@ -16,10 +16,9 @@ turns them into dgamma, dbeta and the coefficients of dx = p * dy + q * (x - mea
 kernel for dx.
 """
 
-import math
-
 from numba import cuda, float64
 
+from . import formulas
 from ._config import ITEMS, MAX_BLOCK
 from .reduce import team_sum
 
@@ -126,16 +125,12 @@ def channels_merge(
         n_a = float64(_chunk_count(0, chunk, total))
         for b in range(1, B):
             n_b = float64(_chunk_count(b, chunk, total))
-            n = n_a + n_b
-            delta = mean_part[b, c] - m
-            m += delta * n_b / n
-            m2 += m2_part[b, c] + delta * delta * (n_a * n_b / n)
-            n_a = n
-        var = m2 / total
+            m, m2 = formulas.chan_merge(n_a, m, m2, n_b, mean_part[b, c], m2_part[b, c])
+            n_a += n_b
         if running_mean.size > 0:
-            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * m
-            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * (m2 / (total - 1))
-        rs = 1.0 / math.sqrt(var + eps)
+            running_mean[c] = formulas.running_update(running_mean[c], m, momentum)
+            running_var[c] = formulas.running_update(running_var[c], formulas.unbiased_var(m2, total), momentum)
+        rs = formulas.rstd_of(m2 / total, eps)
         mean[c] = m
         rstd[c] = rs
         center[c] = m
@@ -148,7 +143,7 @@ def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, cente
     """Eval mode: the running statistics are the statistics. One thread per channel."""
     c = cuda.grid(1)
     if c < running_mean.size:
-        rs = 1.0 / math.sqrt(float64(running_var[c]) + eps)
+        rs = formulas.rstd_of(float64(running_var[c]), eps)
         mean[c] = running_mean[c]
         rstd[c] = rs
         center[c] = running_mean[c]
@@ -218,16 +213,11 @@ def backward_coefficients(pdy, pdyxmu, rstd, gamma, training, count, dgamma, dbe
         for b in range(B):
             sdy += pdy[b, c]
             sdyxmu += pdyxmu[b, c]
-        rs = float64(rstd[c])
         ga = float64(gamma[c]) if gamma.size > 0 else 1.0
-        dg = sdyxmu * rs
+        dg, p[c], q[c], r[c] = formulas.channel_backward(sdy, sdyxmu, float64(rstd[c]), ga, count, training)
         if gamma.size > 0:
             dgamma[c] = dg
             dbeta[c] = sdy
-        pc = rs * ga
-        p[c] = pc
-        q[c] = -pc * rs * dg / count if training else 0.0
-        r[c] = -pc * sdy / count if training else 0.0
 
 
 @cuda.jit(cache=True)

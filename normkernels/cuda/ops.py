@@ -60,6 +60,31 @@ def _empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype, stream=_launch_stream())
 
 
+# Kernel launches are recorded here while a list is set: (kernel, argument types) for every launch, which is how
+# the PTX tests derive the kernels and the argument types to compile (tests/test_cuda_ptx.py).
+_launches: ContextVar = ContextVar("normkernels_cuda_launches", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list]:
+    """Within the block, every launch appends (kernel, args) to the list this yields."""
+    record: list = []
+    token = _launches.set(record)
+    try:
+        yield record
+    finally:
+        _launches.reset(token)
+
+
+def launch(kernel, blocks: int, threads: int, *args) -> None:
+    """kernel[blocks, threads, stream](*args) on the launch stream (the enclosing on_stream block's, or the
+    default stream); every kernel of the backend is launched through here."""
+    record = _launches.get()
+    if record is not None:
+        record.append((kernel, args))
+    kernel[blocks, threads, _launch_stream()](*args)
+
+
 def _blocks(n: int, per_block: int = BLOCK) -> int:
     return max(1, -(-n // per_block))
 
@@ -123,10 +148,10 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
     rstd = _empty(R, x2.dtype)
     if R and K:
         blocks, threads, ts, _ = row_launch(R, K)
-        rows.rows_forward[blocks, threads, io.stream](dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
+        launch(rows.rows_forward, blocks, threads, dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
     elif R:  # empty rows: mean and rstd are 0 / 0, as on the CPU
         for a in (mean, rstd):
-            rows.fill[_blocks(R), BLOCK, io.stream](a, math.nan)
+            launch(rows.fill, _blocks(R), BLOCK, a, math.nan)
     return io.out(y), io.out(mean), io.out(rstd)
 
 
@@ -150,8 +175,8 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     pgamma = _empty(part_shape, np.float64)
     pbeta = _empty(part_shape, np.float64)
     if R and K:
-        rows.rows_backward[blocks, threads, io.stream](
-            d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta
+        launch(
+            rows.rows_backward, blocks, threads, d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta
         )
     if not has_gamma:
         return io.out(dx), None, None
@@ -161,7 +186,7 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
         # per row and segment, (N * G, C / G) is (N, C): adding its rows adds over n; layer norm: over teams
         part = part.reshape(-1, width)
         out = _empty(width, x2.dtype)
-        rows.sum_rows[_blocks(width), BLOCK, io.stream](part, out)
+        launch(rows.sum_rows, _blocks(width), BLOCK, part, out)
         sums.append(io.out(out))
     return io.out(dx), *sums
 
@@ -175,7 +200,7 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     if has_running:
         d_rm, d_rv = io(running_mean), io(running_var)
     else:
-        d_rm = d_rv = _empty(0, x3.dtype)  # the kernel variant kernel_signatures names
+        d_rm = d_rv = _empty(0, x3.dtype)  # the variant without running statistics
     mean = _empty(C, x3.dtype)
     rstd = _empty(C, x3.dtype)
     center, scale, shift = (_empty(C, np.float64) for _ in range(3))
@@ -184,20 +209,35 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
         mean_part = _empty((chunks, C), np.float64)
         m2_part = _empty((chunks, C), np.float64)
         if S == 1:
-            channels.stats_wide[grid, BLOCK, io.stream](d_x.reshape(N, C), chunk, mean_part, m2_part)
+            launch(channels.stats_wide, grid, BLOCK, d_x.reshape(N, C), chunk, mean_part, m2_part)
         else:
-            channels.stats_spatial[grid, BLOCK, io.stream](d_x, chunk, mean_part, m2_part)
-        channels.channels_merge[_blocks(C), BLOCK, io.stream](
-            mean_part, m2_part, chunk, N * S, eps, d_g, d_b, momentum, d_rm, d_rv, mean, rstd, center, scale, shift
+            launch(channels.stats_spatial, grid, BLOCK, d_x, chunk, mean_part, m2_part)
+        launch(
+            channels.channels_merge,
+            _blocks(C),
+            BLOCK,
+            mean_part,
+            m2_part,
+            chunk,
+            N * S,
+            eps,
+            d_g,
+            d_b,
+            momentum,
+            d_rm,
+            d_rv,
+            mean,
+            rstd,
+            center,
+            scale,
+            shift,
         )
     elif C:
-        channels.channels_eval[_blocks(C), BLOCK, io.stream](
-            d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift
-        )
+        launch(channels.channels_eval, _blocks(C), BLOCK, d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift)
     y = _empty(N * C * S, x3.dtype)
     if y.size:
         blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
-        channels.channels_normalize[blocks, BLOCK, io.stream](d_x.reshape(N * C * S), center, scale, shift, S, C, y)
+        launch(channels.channels_normalize, blocks, BLOCK, d_x.reshape(N * C * S), center, scale, shift, S, C, y)
     if has_running and io.host and training:
         running_mean[...] = io.out(d_rm)
         running_var[...] = io.out(d_rv)
@@ -214,25 +254,49 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     pdyxmu = _empty((chunks, C), np.float64)
     if grid:
         if S == 1:
-            channels.backward_sums_wide[grid, BLOCK, io.stream](
-                d_dy.reshape(N, C), d_x.reshape(N, C), d_mean, chunk, pdy, pdyxmu
+            launch(
+                channels.backward_sums_wide,
+                grid,
+                BLOCK,
+                d_dy.reshape(N, C),
+                d_x.reshape(N, C),
+                d_mean,
+                chunk,
+                pdy,
+                pdyxmu,
             )
         else:
-            channels.backward_sums_spatial[grid, BLOCK, io.stream](d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
+            launch(channels.backward_sums_spatial, grid, BLOCK, d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
     has_gamma = gamma.size > 0
     dgamma = _empty(C if has_gamma else 0, x3.dtype)
     dbeta = _empty(C if has_gamma else 0, x3.dtype)
     p, q, r = (_empty(C, np.float64) for _ in range(3))
     if C:
-        channels.backward_coefficients[_blocks(C), BLOCK, io.stream](
-            pdy, pdyxmu, d_rstd, d_g, training, float(N * S), dgamma, dbeta, p, q, r
+        launch(
+            channels.backward_coefficients,
+            _blocks(C),
+            BLOCK,
+            pdy,
+            pdyxmu,
+            d_rstd,
+            d_g,
+            training,
+            float(N * S),
+            dgamma,
+            dbeta,
+            p,
+            q,
+            r,
         )
     dx = _empty(N * C * S, x3.dtype)
     if dx.size:
         blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
         flat = N * C * S
-        channels.backward_dx[blocks, BLOCK, io.stream](d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
+        launch(channels.backward_dx, blocks, BLOCK, d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
     dx = io.out(dx).reshape(N, C, S)
     if not has_gamma:
         return dx, None, None
     return dx, io.out(dgamma), io.out(dbeta)
+
+
+# Switchable Normalization: its host side lives beside its kernels

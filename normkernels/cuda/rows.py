@@ -10,10 +10,9 @@ Backward is one fused kernel per row for dx, plus per-team (layer norm) or per-r
 norm) partial sums for dgamma and dbeta, which ``sum_rows`` adds in a second pass in a fixed order.
 """
 
-import math
-
 from numba import cuda, float64
 
+from . import formulas
 from ._config import ITEMS, MAX_BLOCK
 from .reduce import team_sum
 
@@ -57,7 +56,7 @@ def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
                 if k < K:
                     d = (cache[j] if j < ITEMS else float64(x[r, k])) - m
                     q += d * d
-        rs = 1.0 / math.sqrt(team_sum(q, shared, ts) / K + eps)
+        rs = formulas.rstd_of(team_sum(q, shared, ts) / K, eps)
         if valid:
             if lane == 0:
                 mean[r] = m
@@ -155,8 +154,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
         if per_element:
             sg = team_sum(sg, shared, ts)
             sgxmu = team_sum(sgxmu, shared, ts)
-        c1 = sg / K  # mean(g)
-        c2 = sgxmu * rs / K  # mean(g * xhat)
+        q, shift = formulas.row_backward(sg, sgxmu, rs, K, True)  # dx = rs * g + q * (x - mean) + shift
         if valid:
             for j in range(per_thread):
                 k = lane + j * ts
@@ -168,7 +166,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
                         xv = float64(x[r, k])
                         d = float64(dy[r, k])
                     ga = float64(gamma[a0 + k // inner]) if has_gamma else 1.0
-                    dx[r, k] = rs * (d * ga - c1 - (xv - m) * rs * c2)
+                    dx[r, k] = rs * ga * d + q * (xv - m) + shift
     if per_element and has_gamma:
         for j in range(min(per_thread, ITEMS)):
             k = lane + j * ts

@@ -1,0 +1,70 @@
+"""Scalar formulas shared by both backends, one spelling each.
+
+Plain Python on scalars (``math`` only), compiled for each backend from this one definition:
+``normkernels.cpu.formulas`` with ``njit`` and ``normkernels.cuda.formulas`` with ``cuda.jit(device=True)``.
+A formula changed here changes on the CPU and the GPU at once.
+"""
+
+import math
+
+
+def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+    """(mean, M2) of two sets of n_a and n_b values, each given by its mean and M2 = sum((x - mean)**2):
+
+        delta = mean_b - mean_a,   n = n_a + n_b
+        mean  = mean_a + delta * n_b / n
+        M2    = M2_a + M2_b + delta**2 * n_a * n_b / n
+
+    (Chan, Golub and LeVeque, 1979), exact where E[x^2] - E[x]^2 cancels. An empty set changes nothing."""
+    n = n_a + n_b
+    if n_b == 0:
+        return mean_a, m2_a
+    if n_a == 0:
+        return mean_b, m2_b
+    delta = mean_b - mean_a
+    return mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+def running_update(running, batch_stat, momentum):
+    """PyTorch's running statistic: (1 - momentum) * running + momentum * batch_stat."""
+    return (1.0 - momentum) * running + momentum * batch_stat
+
+
+def unbiased_var(m2, count):
+    """The variance a running_var keeps: M2 / (count - 1)."""
+    return m2 / (count - 1)
+
+
+def rstd_of(var, eps):
+    """1 / sqrt(var + eps): eps inside the square root."""
+    return 1.0 / math.sqrt(var + eps)
+
+
+def channel_backward(sdy, sdyxmu, rstd, gamma, count, training):
+    """Batch norm's per-channel backward from its two sums, sdy = sum(dy) and sdyxmu = sum(dy * (x - mean)):
+    (dgamma, p, q, r) with dx = p * dy + q * (x - mean) + r, i.e.
+
+        dgamma = sdyxmu * rstd
+        p = rstd * gamma,  q = -p * rstd * dgamma / count,  r = -p * sdy / count      (training)
+        q = r = 0                                                                     (eval: constant statistics)
+    """
+    dgamma = sdyxmu * rstd
+    p = rstd * gamma
+    if training:
+        return dgamma, p, -p * rstd * dgamma / count, -p * sdy / count
+    return dgamma, p, 0.0, 0.0
+
+
+def row_backward(sg, sgxmu, rstd, length, centered):
+    """A row's backward from sg = sum(g) and sgxmu = sum(g * (x - mean)) with g = dy * gamma: (q, r) with
+    dx = rstd * g + q * (x - mean) + r, i.e. with c1 = mean(g) and c2 = mean(g * xhat)
+
+        dx = rstd * (g - c1 - xhat * c2):   q = -rstd**2 * c2,  r = -rstd * c1
+
+    Uncentered rows (RMSNorm: mean = 0, nothing subtracted) have no mean path: r = 0."""
+    c2 = sgxmu * rstd / length
+    q = -rstd * rstd * c2
+    if centered:
+        return q, -rstd * (sg / length)
+    return q, 0.0
+

@@ -1,0 +1,15 @@
+"""The shared scalar formulas of ``normkernels._formulas``, compiled for the CPU kernels."""
+
+from numba import njit
+
+from .. import _formulas
+from ._jit import SERIAL
+
+_compile = njit(inline="always", **SERIAL)
+
+chan_merge = _compile(_formulas.chan_merge)
+running_update = _compile(_formulas.running_update)
+unbiased_var = _compile(_formulas.unbiased_var)
+rstd_of = _compile(_formulas.rstd_of)
+channel_backward = _compile(_formulas.channel_backward)
+row_backward = _compile(_formulas.row_backward)
