@@ -25,8 +25,8 @@ import numba
 import numpy as np
 
 from verify.cases import SIZES
+from verify.norms import NORMS
 from verify.report import Progress
-from verify.staged import NORMS
 
 from . import harness as h
 
@@ -171,7 +171,7 @@ def copy_table(copies: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", choices=NORMS, default=list(NORMS))
+    parser.add_argument("--ops", nargs="+", choices=list(NORMS), default=list(NORMS))
     parser.add_argument("--backends", nargs="+", choices=h.BACKENDS, help="default: every backend that can run here")
     parser.add_argument(
         "--sizes", nargs="+", choices=list(SIZES), default=["reference"], help="shape sets (default: reference)"

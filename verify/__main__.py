@@ -29,8 +29,8 @@ import normkernels as nk
 
 from . import check, cs231n
 from .cases import AFFINE, CASES, CUDA_TINY
+from .norms import NORMS
 from .report import Progress
-from .staged import NORMS
 
 DTYPES = ("float32", "float64")
 TENSORS = ("y", "dx", "dgamma", "dbeta")
@@ -98,7 +98,7 @@ def check_files(paths, verbose: bool) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verify", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", metavar="layers.py", help="check the cs231n functions in these files")
-    parser.add_argument("--ops", nargs="+", choices=NORMS, default=list(NORMS))
+    parser.add_argument("--ops", nargs="+", choices=list(NORMS), default=list(NORMS))
     parser.add_argument(
         "--backends", nargs="+", choices=nk.BACKENDS, help="default: cpu, and cuda where a GPU is present"
     )

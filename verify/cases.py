@@ -11,9 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-import normkernels as nk
-
-from . import staged
+from . import norms, staged
 
 
 class Inputs(NamedTuple):
@@ -95,19 +93,18 @@ class Case:
             raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
         return x
 
+    @property
+    def norm_entry(self) -> norms.Norm:
+        """This case's entry of the norm registry."""
+        return norms.get(self.norm)
+
     def forward(self, x, gamma, beta, *, backend: str = "cpu", **kwargs):
         """The project's forward for this case: (y, mean, rstd)."""
-        if self.norm == "batch_norm":
-            return nk.batch_norm_forward(x, gamma, beta, backend=backend, **kwargs)
-        if self.norm == "layer_norm":
-            return nk.layer_norm_forward(x, self.normalized_shape, gamma, beta, backend=backend, **kwargs)
-        if self.norm == "instance_norm":
-            return nk.instance_norm_forward(x, gamma, beta, backend=backend, **kwargs)
-        return nk.group_norm_forward(x, self.num_groups, gamma, beta, backend=backend, **kwargs)
+        return self.norm_entry.call_forward(self, x, gamma, beta, backend, **kwargs)
 
     def backward(self, dy, x, gamma, mean, rstd, *, backend: str = "cpu"):
         """The project's backward for this case: (dx, dgamma, dbeta)."""
-        return BACKWARD[self.norm](dy, x, gamma, mean, rstd, backend=backend)
+        return self.norm_entry.backward(dy, x, gamma, mean, rstd, backend=backend)
 
     def staged_forward(self, x, gamma, beta, eps: float | None = None):
         eps = self.eps if eps is None else eps
@@ -140,15 +137,7 @@ class Case:
 
     def torch_forward(self, x, gamma, beta, eps: float = 1e-5):
         """The same op in torch.nn.functional (batch norm in training mode), on torch tensors."""
-        import torch.nn.functional as F
-
-        if self.norm == "batch_norm":
-            return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
-        if self.norm == "layer_norm":
-            return F.layer_norm(x, self.normalized_shape, gamma, beta, eps=eps)
-        if self.norm == "instance_norm":
-            return F.instance_norm(x, weight=gamma, bias=beta, eps=eps)
-        return F.group_norm(x, self.num_groups, gamma, beta, eps=eps)
+        return self.norm_entry.call_torch(self, x, gamma, beta, eps)
 
     def against_staged(self, dtype, affine: str = "gamma_beta", *, backend: str = "cpu") -> dict:
         """Run the project's forward and backward and the staged graph on this case's inputs.
@@ -182,13 +171,6 @@ def flatten_first_group(x: np.ndarray, lay: staged.Layout, factor: float) -> Non
     group = lay.stats_index() == 0
     x[group] = x[group].mean() + factor * (x[group] - x[group].mean())
 
-
-BACKWARD = {
-    "batch_norm": nk.batch_norm_backward,
-    "layer_norm": nk.layer_norm_backward,
-    "instance_norm": nk.instance_norm_backward,
-    "group_norm": nk.group_norm_backward,
-}
 
 _SMALL = frozenset({"small"})  # small enough for finite differences on every element
 

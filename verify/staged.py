@@ -39,8 +39,6 @@ from functools import cached_property
 
 import numpy as np
 
-NORMS = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -76,22 +74,9 @@ class Layout:
 
     def describe(self, kind: str, index: tuple) -> str:
         """What an element means: kind "x" (x-shaped tensors), "stats" (mean, rstd) or "affine" (gamma...)."""
-        index = tuple(int(i) for i in index)
-        if self.norm == "layer_norm":
-            lead = len(self.stats_shape)
-            if kind == "x":
-                return f"row {index[:lead]}, element {index[lead:]}"
-            return f"row {index}" if kind == "stats" else f"element {index}"
-        if kind == "affine":
-            return f"channel {index[0]}"
-        n, c = (index + (0, 0))[:2]
-        if self.norm == "batch_norm":
-            return f"channel {index[0]}" if kind == "stats" else f"n={n}, channel {c}"
-        if self.norm == "instance_norm":
-            return f"row (n={n}, channel {c})"
-        if kind == "stats":
-            return f"row (n={n}, group {c})"
-        return f"row (n={n}, group {c // (self.x_shape[1] // self.groups)}), channel {c}"
+        from .norms import get
+
+        return get(self.norm).describe(self, kind, tuple(int(i) for i in index))
 
     @cached_property
     def affine_reduce_axes(self) -> tuple:
@@ -111,47 +96,14 @@ class Layout:
         return np.broadcast_to(ids, self.x_shape)
 
 
-def _normalized_shape(normalized_shape) -> tuple:
-    if normalized_shape is None:
-        raise ValueError("layer_norm needs normalized_shape: the trailing dims of x that are normalized")
-    if isinstance(normalized_shape, (int, np.integer)):
-        return (int(normalized_shape),)
-    try:
-        return tuple(int(d) for d in normalized_shape)
-    except TypeError:
-        raise TypeError(f"normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}") from None
-
-
 def layout(
     norm: str, x_shape: tuple, *, num_groups: int | None = None, normalized_shape: tuple | int | None = None
 ) -> Layout:
-    """The Layout of `norm` on an x of this shape; ValueError naming what is missing or does not fit."""
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    x_shape = tuple(int(d) for d in x_shape)
-    nd = len(x_shape)
-    if norm == "layer_norm":
-        ns = _normalized_shape(normalized_shape)
-        if not ns or nd < len(ns) or x_shape[nd - len(ns) :] != ns:
-            raise ValueError(f"normalized_shape={ns} must be the trailing dims of x, whose shape is {x_shape}")
-        lead = x_shape[: nd - len(ns)]
-        return Layout(norm, x_shape, x_shape, tuple(range(nd - len(ns), nd)), ns, ns, lead)
-    if nd < (3 if norm == "instance_norm" else 2):
-        want = "(N, C, *spatial)" if norm == "instance_norm" else "(N, C, *spatial) or (N, D)"
-        raise ValueError(f"{norm} takes x of shape {want}, got {x_shape}")
-    n, c = x_shape[:2]
-    spatial = (1,) * (nd - 2)
-    channel = (1, c) + spatial
-    if norm == "batch_norm":
-        return Layout(norm, x_shape, x_shape, (0,) + tuple(range(2, nd)), (c,), channel, (c,))
-    if norm == "instance_norm":
-        return Layout(norm, x_shape, x_shape, tuple(range(2, nd)), (c,), channel, (n, c))
-    if num_groups is None:
-        raise ValueError("group_norm needs num_groups (cs231n's G)")
-    g = int(num_groups)
-    if g <= 0 or c % g:
-        raise ValueError(f"num_groups={num_groups} must be a positive divisor of the {c} channels of x")
-    return Layout(norm, x_shape, (n, g, (c // g) * math.prod(x_shape[2:])), (2,), (c,), channel, (n, g))
+    """The Layout of `norm` on an x of this shape (verify.norms); ValueError naming what is missing or does not
+    fit."""
+    from .norms import get
+
+    return get(norm).layout(x_shape, num_groups=num_groups, normalized_shape=normalized_shape)
 
 
 class Stages:
