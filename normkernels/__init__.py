@@ -14,11 +14,13 @@ from ._row_norms import (
     layer_norm_backward,
     layer_norm_forward,
 )
+from ._switchable_norm import SwitchableStats, switchable_norm_backward, switchable_norm_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "SwitchableStats",
     "batch_norm_backward",
     "batch_norm_forward",
     "group_norm_backward",
@@ -27,4 +29,6 @@ __all__ = [
     "instance_norm_forward",
     "layer_norm_backward",
     "layer_norm_forward",
+    "switchable_norm_backward",
+    "switchable_norm_forward",
 ]

@@ -68,3 +68,38 @@ def row_backward(sg, sgxmu, rstd, length, centered):
         return q, -rstd * (sg / length)
     return q, 0.0
 
+
+def softmax3(a0, a1, a2):
+    """softmax of three logits: w_k = exp(a_k - top) / sum_j exp(a_j - top), top = max(a), so exp never
+    overflows and a logit far below the others gives a weight of exactly 0."""
+    top = max(max(a0, a1), a2)
+    e0 = math.exp(a0 - top)
+    e1 = math.exp(a1 - top)
+    e2 = math.exp(a2 - top)
+    s = e0 + e1 + e2
+    return e0 / s, e1 / s, e2 / s
+
+
+def softmax3_backward(w0, w1, w2, d0, d1, d2):
+    """The gradient w.r.t. the logits of w = softmax3(a), given d_k = dL/dw_k:
+
+    da_j = w_j * (d_j - sum_k w_k d_k)"""
+    s = w0 * d0 + w1 * d1 + w2 * d2
+    return w0 * (d0 - s), w1 * (d1 - s), w2 * (d2 - s)
+
+
+def switchable_dx(dmean_in, dvar_in, dmean_ln, dvar_ln, dmean_bn, dvar_bn, mean_in, mean_ln, mean_bn, m_in, m_ln, m_bn):
+    """Switchable Normalization's backward for one (n, c) row: (q, r) with dx = rstd * gamma * dy + q * (x -
+    mean_in) + r, from the gradients of its three statistics (k = in, ln, bn over m_k values each; biased
+    variances, so d mean_k / dx = 1 / m_k and d var_k / dx = 2 (x - mean_k) / m_k):
+
+        dx = rstd * g + sum_k (dmean_k + 2 dvar_k (x - mean_k)) / m_k
+        q  = 2 sum_k dvar_k / m_k
+        r  = sum_k dmean_k / m_k + 2 sum_k dvar_k (mean_in - mean_k) / m_k
+
+    Centred on the row's own mean, so a large common offset of x never cancels (the k = in term of r is 0).
+    Constant statistics (eval mode's running ones) pass dmean_k = dvar_k = 0."""
+    q = 2.0 * (dvar_in / m_in + dvar_ln / m_ln + dvar_bn / m_bn)
+    r = dmean_in / m_in + dmean_ln / m_ln + dmean_bn / m_bn
+    r += 2.0 * (dvar_ln * (mean_in - mean_ln) / m_ln + dvar_bn * (mean_in - mean_bn) / m_bn)
+    return q, r

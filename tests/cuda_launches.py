@@ -51,11 +51,39 @@ def _drive() -> None:
                             x, gamma, beta, training=training, running_mean=rm, running_var=rv, backend="cuda"
                         )
                         nk.batch_norm_backward(dy, x, gamma, mean, rstd, training=training, backend="cuda")
+    _drive_switchable_norm()
     for dtype in DTYPES:  # no elements: empty rows and empty channels
         for shape in ((3, 0), (0, 4)):
             x = np.zeros(shape, dtype)
             nk.layer_norm_forward(x, shape[1:], backend="cuda")
         nk.instance_norm_forward(np.zeros((2, 0, 3), dtype), backend="cuda")
+
+
+def _drive_switchable_norm() -> None:
+    """Training and eval, with and without the affine, running statistics of either dtype, and no elements."""
+    rng = np.random.default_rng(0)
+    for dtype in DTYPES:
+        x = rng.standard_normal((2, 3, 5)).astype(dtype)
+        weights = rng.standard_normal(3).astype(dtype)
+        for running_dtype in DTYPES:
+            rm, rv = np.zeros(3, running_dtype), np.ones(3, running_dtype)
+            for training in (True, False):
+                for affine in (np.ones(3, dtype), None):
+                    _, stats = nk.switchable_norm_forward(
+                        x,
+                        affine,
+                        affine,
+                        weights,
+                        weights,
+                        training=training,
+                        running_mean=rm,
+                        running_var=rv,
+                        backend="cuda",
+                    )
+                    nk.switchable_norm_backward(
+                        x, x, affine, weights, weights, stats, training=training, backend="cuda"
+                    )
+        nk.switchable_norm_forward(np.zeros((2, 3, 0, 4), dtype), None, None, weights, weights, backend="cuda")
 
 
 def main() -> int:

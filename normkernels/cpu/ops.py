@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _loops, channels, rows
+from . import _loops, channels, rows, switchable
 from ._jit import launch_guard
 
 # Samples per statistics block of batch norm: a block's slice of one channel holds about _BLOCK_ELEMENTS values,
@@ -103,4 +103,93 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     return dx, dgamma.astype(x3.dtype), sdy.astype(x3.dtype)
 
 
-# Switchable Normalization: its host side lives beside its kernels
+def switchable_forward(
+    x3, gamma, beta, mean_weight, var_weight, eps: float, training: bool, running_mean, running_var, momentum: float
+):
+    """x3: (N, C, S); gamma, beta: (C,) or (0,); mean_weight, var_weight: (3,); running_mean, running_var: (C,)
+    or None (updated in place in training). Returns y (N, C, S) and the statistics in x's dtype, in the order of
+    ``SwitchableStats``: mean, rstd, mean_in, var_in (N, C); mean_ln, var_ln (N,); mean_bn, var_bn (C,);
+    mean_softmax, var_softmax (3,)."""
+    N, C, S = x3.shape
+    R = N * C
+    x2 = x3.reshape(R, S)
+    if running_mean is None:  # the kernel variant without running statistics takes empty ones
+        running_mean = running_var = np.empty(0)
+    wv = np.empty((2, 3))
+    mean_in, m2_in, mean, rstd, var_in = (np.empty(R) for _ in range(5))
+    mean_ln, var_ln = np.empty(N), np.empty(N)
+    mean_bn, var_bn = np.empty(C), np.empty(C)
+    y = np.empty_like(x2)
+    with launch_guard():
+        switchable.softmax_weights(mean_weight, var_weight, wv)
+        switchable.row_stats(x2, mean_in, m2_in)
+        switchable.layer_stats(mean_in, m2_in, C, S, mean_ln, var_ln)
+        switchable.batch_stats(mean_in, m2_in, N, S, training, momentum, running_mean, running_var, mean_bn, var_bn)
+        switchable.mix_normalize(
+            x2, mean_in, m2_in, mean_ln, var_ln, mean_bn, var_bn, wv, eps, gamma, beta, mean, rstd, var_in, y
+        )
+    per_row = tuple(a.reshape(N, C) for a in (mean, rstd, mean_in, var_in))
+    stats = (*per_row, mean_ln, var_ln, mean_bn, var_bn, wv[0], wv[1])
+    return y.reshape(N, C, S), tuple(a.astype(x3.dtype) for a in stats)
+
+
+def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool):
+    """dy3, x3: (N, C, S), not empty; gamma: (C,) or (0,); stats: flat (mean, rstd, mean_in, var_in, mean_ln,
+    var_ln, mean_bn, var_bn) in x's dtype. Returns dx (N, C, S), dgamma and dbeta (C,) (None without gamma),
+    dmean_weight and dvar_weight (3,), in x's dtype."""
+    mean, rstd, mean_in, var_in, mean_ln, var_ln, mean_bn, var_bn = stats
+    N, C, S = x3.shape
+    R = N * C
+    x2 = x3.reshape(R, S)
+    dy2 = dy3.reshape(R, S)
+    wv = np.empty((2, 3))
+    sdy, sdyxmu, dmean, dvar = (np.empty(R) for _ in range(4))
+    sum_c_dmean, sum_c_dvar, dw_in, dv_in = (np.empty(N) for _ in range(4))
+    sum_n_dmean, sum_n_dvar = np.empty(C), np.empty(C)
+    width = C if gamma.size else 0
+    dgamma, dbeta = np.empty(width), np.empty(width)
+    dmw, dvw = np.empty(3), np.empty(3)
+    dx = np.empty_like(x2)
+    with launch_guard():
+        switchable.softmax_weights(mean_weight, var_weight, wv)
+        switchable.backward_row_sums(dy2, x2, mean, rstd, gamma, C, sdy, sdyxmu, dmean, dvar)
+        switchable.layer_backward(dmean, dvar, mean_in, var_in, C, sum_c_dmean, sum_c_dvar, dw_in, dv_in)
+        switchable.batch_backward(dmean, dvar, sdy, sdyxmu, rstd, N, sum_n_dmean, sum_n_dvar, dgamma, dbeta)
+        switchable.weights_backward(
+            wv,
+            dw_in,
+            dv_in,
+            sum_c_dmean,
+            sum_c_dvar,
+            mean_ln,
+            var_ln,
+            sum_n_dmean,
+            sum_n_dvar,
+            mean_bn,
+            var_bn,
+            dmw,
+            dvw,
+        )
+        switchable.backward_dx(
+            dy2,
+            x2,
+            rstd,
+            gamma,
+            mean_in,
+            mean_ln,
+            mean_bn,
+            dmean,
+            dvar,
+            sum_c_dmean,
+            sum_c_dvar,
+            sum_n_dmean,
+            sum_n_dvar,
+            wv,
+            training,
+            dx,
+        )
+    dt = x3.dtype
+    dx = dx.reshape(N, C, S)
+    if not width:
+        return dx, None, None, dmw.astype(dt), dvw.astype(dt)
+    return dx, dgamma.astype(dt), dbeta.astype(dt), dmw.astype(dt), dvw.astype(dt)

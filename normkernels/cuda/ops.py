@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from . import channels, rows
+from . import channels, rows, switchable
 from ._config import BLOCK, CHUNK_ROWS, ITEMS, MAX_PARTIAL, MAX_TEAM, MAX_TEAMS, MIN_TEAM
 
 _GRID_STRIDE_BLOCKS = 4096  # cap for the grid-stride elementwise kernels
@@ -299,4 +299,232 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     return dx, io.out(dgamma), io.out(dbeta)
 
 
-# Switchable Normalization: its host side lives beside its kernels
+def _per_row_blocks(n: int) -> int:
+    """Blocks of BLOCK threads for a grid-stride kernel over n items."""
+    return min(_blocks(n), _GRID_STRIDE_BLOCKS)
+
+
+def switchable_forward(
+    x3, gamma, beta, mean_weight, var_weight, eps: float, training: bool, running_mean, running_var, momentum: float
+):
+    """x3: (N, C, S); gamma, beta: (C,) or (0,); mean_weight, var_weight: (3,); running_mean, running_var: (C,)
+    or None (updated in place in training). Returns y (N, C, S) and the statistics in x's dtype, in the order of
+    ``SwitchableStats``: mean, rstd, mean_in, var_in (N, C); mean_ln, var_ln (N,); mean_bn, var_bn (C,);
+    mean_softmax, var_softmax (3,)."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    R = N * C
+    dt = x3.dtype
+    d_x, d_g, d_b, d_mw, d_vw = (io(a) for a in (x3, gamma, beta, mean_weight, var_weight))
+    has_running = running_mean is not None
+    if has_running:
+        d_rm, d_rv = io(running_mean), io(running_var)
+    else:
+        d_rm = d_rv = _empty(0, dt)
+    wv = _empty((2, 3), np.float64)
+    softmaxes = _empty((2, 3), dt)
+    launch(switchable.softmax_weights, 1, 1, d_mw, d_vw, wv, softmaxes)
+    mean_in64, m2_in64 = _empty(R, np.float64), _empty(R, np.float64)
+    if R and S:
+        blocks, threads, ts, _ = row_launch(R, S)
+        launch(switchable.row_stats, blocks, threads, d_x.reshape(R, S), ts, mean_in64, m2_in64)
+    elif R:  # rows of no values: NaN statistics, as instance norm's
+        for a in (mean_in64, m2_in64):
+            launch(rows.fill, _blocks(R), BLOCK, a, math.nan)
+    mean_ln64, var_ln64 = _empty(N, np.float64), _empty(N, np.float64)
+    mean_ln, var_ln = _empty(N, dt), _empty(N, dt)
+    launch(switchable.layer_stats, _blocks(N), BLOCK, mean_in64, m2_in64, C, S, mean_ln64, var_ln64, mean_ln, var_ln)
+    mean_bn64, var_bn64 = _empty(C, np.float64), _empty(C, np.float64)
+    mean_bn, var_bn = _empty(C, dt), _empty(C, dt)
+    launch(
+        switchable.batch_stats,
+        _blocks(C),
+        BLOCK,
+        mean_in64,
+        m2_in64,
+        N,
+        S,
+        training,
+        momentum,
+        d_rm,
+        d_rv,
+        mean_bn64,
+        var_bn64,
+        mean_bn,
+        var_bn,
+    )
+    mean, rstd, mean_in, var_in = (_empty(R, dt) for _ in range(4))
+    center, scale, shift = (_empty(R, np.float64) for _ in range(3))
+    launch(
+        switchable.mix,
+        _per_row_blocks(R),
+        BLOCK,
+        mean_in64,
+        m2_in64,
+        mean_ln64,
+        var_ln64,
+        mean_bn64,
+        var_bn64,
+        wv,
+        S,
+        eps,
+        d_g,
+        d_b,
+        mean,
+        rstd,
+        mean_in,
+        var_in,
+        center,
+        scale,
+        shift,
+    )
+    y = _empty(R * S, dt)
+    if y.size:  # batch norm's normalize kernel, with the R rows as its channels: row i // S
+        launch(
+            channels.channels_normalize,
+            _per_row_blocks(y.size),
+            BLOCK,
+            d_x.reshape(R * S),
+            center,
+            scale,
+            shift,
+            S,
+            R,
+            y,
+        )
+    if has_running and io.host and training:
+        running_mean[...] = io.out(d_rm)
+        running_var[...] = io.out(d_rv)
+    per_row = tuple(io.out(a.reshape(N, C)) for a in (mean, rstd, mean_in, var_in))
+    softmaxes = io.out(softmaxes)
+    stats = (*per_row, *(io.out(a) for a in (mean_ln, var_ln, mean_bn, var_bn)), softmaxes[0], softmaxes[1])
+    return io.out(y).reshape(N, C, S), stats
+
+
+def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool):
+    """dy3, x3: (N, C, S), not empty; gamma: (C,) or (0,); stats: flat (mean, rstd, mean_in, var_in, mean_ln,
+    var_ln, mean_bn, var_bn) in x's dtype. Returns dx (N, C, S), dgamma and dbeta (C,) (None without gamma),
+    dmean_weight and dvar_weight (3,), in x's dtype."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    R = N * C
+    dt = x3.dtype
+    d_dy, d_x, d_g, d_mw, d_vw = (io(a) for a in (dy3, x3, gamma, mean_weight, var_weight))
+    mean, rstd, mean_in, var_in, mean_ln, var_ln, mean_bn, var_bn = (io(a) for a in stats)
+    wv = _empty((2, 3), np.float64)
+    launch(switchable.softmax_weights, 1, 1, d_mw, d_vw, wv, _empty((2, 3), dt))
+    sdy, sdyxmu, dmean, dvar = (_empty(R, np.float64) for _ in range(4))
+    blocks, threads, ts, _ = row_launch(R, S)
+    launch(
+        switchable.backward_row_sums,
+        blocks,
+        threads,
+        d_dy.reshape(R, S),
+        d_x.reshape(R, S),
+        mean,
+        rstd,
+        d_g,
+        C,
+        ts,
+        sdy,
+        sdyxmu,
+        dmean,
+        dvar,
+    )
+    sum_c_dmean, sum_c_dvar, dw_in, dv_in = (_empty(N, np.float64) for _ in range(4))
+    launch(
+        switchable.layer_backward,
+        _blocks(N),
+        BLOCK,
+        dmean,
+        dvar,
+        mean_in,
+        var_in,
+        C,
+        sum_c_dmean,
+        sum_c_dvar,
+        dw_in,
+        dv_in,
+    )
+    sum_n_dmean, sum_n_dvar = _empty(C, np.float64), _empty(C, np.float64)
+    width = C if gamma.size else 0
+    dgamma, dbeta = _empty(width, dt), _empty(width, dt)
+    launch(
+        switchable.batch_backward,
+        _blocks(C),
+        BLOCK,
+        dmean,
+        dvar,
+        sdy,
+        sdyxmu,
+        rstd,
+        N,
+        sum_n_dmean,
+        sum_n_dvar,
+        dgamma,
+        dbeta,
+    )
+    dmw, dvw = _empty(3, dt), _empty(3, dt)
+    launch(
+        switchable.weights_backward,
+        1,
+        1,
+        wv,
+        dw_in,
+        dv_in,
+        sum_c_dmean,
+        sum_c_dvar,
+        mean_ln,
+        var_ln,
+        sum_n_dmean,
+        sum_n_dvar,
+        mean_bn,
+        var_bn,
+        dmw,
+        dvw,
+    )
+    p, q, r = (_empty(R, np.float64) for _ in range(3))
+    launch(
+        switchable.dx_coefficients,
+        _per_row_blocks(R),
+        BLOCK,
+        rstd,
+        d_g,
+        mean_in,
+        mean_ln,
+        mean_bn,
+        dmean,
+        dvar,
+        sum_c_dmean,
+        sum_c_dvar,
+        sum_n_dmean,
+        sum_n_dvar,
+        wv,
+        S,
+        training,
+        p,
+        q,
+        r,
+    )
+    dx = _empty(R * S, dt)
+    flat = R * S
+    # batch norm's dx kernel, with the R rows as its channels, centred on each row's mean_in
+    launch(
+        channels.backward_dx,
+        _per_row_blocks(flat),
+        BLOCK,
+        d_dy.reshape(flat),
+        d_x.reshape(flat),
+        mean_in,
+        p,
+        q,
+        r,
+        S,
+        R,
+        dx,
+    )
+    dx = io.out(dx).reshape(N, C, S)
+    dmw, dvw = io.out(dmw), io.out(dvw)
+    if not width:
+        return dx, None, None, dmw, dvw
+    return dx, io.out(dgamma), io.out(dbeta), dmw, dvw
