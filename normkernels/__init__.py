@@ -1,7 +1,10 @@
-"""normkernels: forward and backward kernels for BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
+"""normkernels: forward and backward kernels for BatchNorm, LayerNorm, InstanceNorm, GroupNorm, RMSNorm and
+Switchable Normalization.
 
-Every op returns ``(y, mean, rstd)`` from its forward and ``(dx, dgamma, dbeta)`` from its backward, whose
-signature is the same for all ops: ``<op>_backward(dy, x, gamma, mean, rstd, *, backend="cpu")``.
+Batch, layer, instance and group norm return ``(y, mean, rstd)`` from their forward and ``(dx, dgamma, dbeta)``
+from their backward, whose signature is the same for all four: ``<op>_backward(dy, x, gamma, mean, rstd, *,
+backend="cpu")``. RMSNorm has no mean and no beta: ``(y, rstd)`` and ``(dx, dgamma)``. Switchable Normalization
+returns ``(y, stats)`` and ``(dx, dgamma, dbeta, dmean_weight, dvar_weight)``.
 """
 
 from ._backends import BACKENDS
@@ -13,6 +16,8 @@ from ._row_norms import (
     instance_norm_forward,
     layer_norm_backward,
     layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
 )
 from ._switchable_norm import SwitchableStats, switchable_norm_backward, switchable_norm_forward
 
@@ -29,6 +34,8 @@ __all__ = [
     "instance_norm_forward",
     "layer_norm_backward",
     "layer_norm_forward",
+    "rms_norm_backward",
+    "rms_norm_forward",
     "switchable_norm_backward",
     "switchable_norm_forward",
 ]

@@ -1,4 +1,4 @@
-"""LayerNorm, InstanceNorm and GroupNorm: validate, view x as (R, K) rows, dispatch to the row kernel.
+"""LayerNorm, InstanceNorm, GroupNorm and RMSNorm: validate, view x as (R, K) rows, dispatch to the row kernel.
 
 Each op is a view onto the one row kernel (see ``normkernels.cpu.rows``):
 
@@ -6,6 +6,7 @@ Each op is a view onto the one row kernel (see ``normkernels.cpu.rows``):
     layer_norm     prod(lead) prod(normalized)      1        1        x.shape[:-len(normalized_shape)]
     instance_norm  N * C      HW                    C        HW       (N, C)
     group_norm     N * G      (C // G) * HW         G        HW       (N, G)
+    rms_norm       prod(lead) prod(normalized)      1        1        rstd only, as layer_norm; not centered
 """
 
 from __future__ import annotations
@@ -40,22 +41,23 @@ def _group_norm_view(x_shape: tuple, groups: int) -> _RowView:
     return _RowView(n * groups, per_group * hw, groups, hw, (n, groups), (c,))
 
 
-def _forward(op, x, view: _RowView, gamma, beta, eps, ops):
+def _forward(op, x, view: _RowView, gamma, beta, eps, ops, centered=True):
     eps = _checks.eps(eps, op=op)
     g, b = _checks.affine(gamma, beta, view.affine_shape, x, op=op)
     x2 = x.reshape(view.rows, view.length)
-    y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner)
+    y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner, centered)
     return y.reshape(x.shape), mean.reshape(view.stats_shape), rstd.reshape(view.stats_shape)
 
 
-def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, ops):
+def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, ops, centered=True):
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)
-    mean = _checks.like_input("mean", mean, view.stats_shape, x, op=op)
     rstd = _checks.like_input("rstd", rstd, view.stats_shape, x, op=op)
+    # uncentered rows have no mean (0, never read): rstd stands in for the argument
+    mean = _checks.like_input("mean", mean, view.stats_shape, x, op=op) if centered else rstd
     g, _ = _checks.affine(gamma, None, view.affine_shape, x, op=op)
     x2 = x.reshape(view.rows, view.length)
     dy2 = dy.reshape(x2.shape)
-    dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner)
+    dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, centered)
     if gamma is None:
         return dx.reshape(x.shape), None, None
     if dgamma is None:  # an empty affine shape (no channels): the CUDA ops read an empty gamma as none
@@ -157,3 +159,37 @@ def group_norm_backward(
     _checks.stats_ndim("mean", mean, x, (2,), op=op)
     groups = _checks.groups_from_stats(mean.shape, x.shape, op=op)
     return _backward(op, dy, x, gamma, mean, rstd, _group_norm_view(x.shape, groups), ops)
+
+
+def rms_norm_forward(
+    x: np.ndarray, normalized_shape, gamma: np.ndarray | None = None, *, eps: float | None = None, backend: str = "cpu"
+):
+    """RMSNorm over the trailing ``normalized_shape`` dims of x (Zhang and Sennrich, 2019), as F.rms_norm.
+
+    x: (*lead, *normalized_shape); gamma: normalized_shape or None. eps None is the machine epsilon of x's
+    dtype, as PyTorch takes it. Returns y (x.shape) and rstd (lead), rstd = 1 / sqrt(mean(x**2) + eps).
+    """
+    op = "rms_norm_forward"
+    ops = _backends.select(backend, op=op)
+    x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
+    normalized = _checks.normalized_shape(normalized_shape, x.shape, op=op)
+    eps = float(np.finfo(x.dtype).eps) if eps is None else eps
+    y, _, rstd = _forward(op, x, _layer_norm_view(x.shape, normalized), gamma, None, eps, ops, centered=False)
+    return y, rstd
+
+
+def rms_norm_backward(
+    dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, rstd: np.ndarray, *, backend: str = "cpu"
+):
+    """Gradients of rms_norm_forward. The normalized dims are the ones rstd does not have.
+
+    dy, x: (*lead, *normalized); rstd: (lead); gamma: normalized or None.
+    Returns dx (x.shape) and dgamma (normalized; None when gamma is None).
+    """
+    op = "rms_norm_backward"
+    ops = _backends.select(backend, op=op)
+    x = _checks.input_array(x, min_ndim=1, op=op, backend=backend)
+    lead = _checks.stats_ndim("rstd", rstd, x, range(x.ndim), op=op)
+    view = _layer_norm_view(x.shape, x.shape[lead:])
+    dx, dgamma, _ = _backward(op, dy, x, gamma, None, rstd, view, ops, centered=False)
+    return dx, dgamma

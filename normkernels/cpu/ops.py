@@ -31,17 +31,18 @@ def _channel_block(n: int, c: int, s: int) -> int:
     return max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
-def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
-    """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype."""
+def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True):
+    """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
+    centered False (RMSNorm): nothing subtracted, mean is 0."""
     y = np.empty_like(x2)
     mean = np.empty(x2.shape[0])
     rstd = np.empty(x2.shape[0])
     with launch_guard():
-        rows.rows_forward(x2, gamma, beta, eps, groups, inner, y, mean, rstd)
+        rows.rows_forward(x2, gamma, beta, eps, groups, inner, centered, y, mean, rstd)
     return y, mean.astype(x2.dtype), rstd.astype(x2.dtype)
 
 
-def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
+def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True):
     """Returns dx (R, K) and, with gamma, dgamma and dbeta (A,) in x's dtype (else None)."""
     n_rows = x2.shape[0]
     width = gamma.size  # partial sums per block: one per affine element, none without gamma
@@ -53,7 +54,7 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     dbeta_part = np.zeros((blocks, width))
     dx = np.empty_like(x2)
     with launch_guard():
-        rows.rows_backward(dy2, x2, gamma, mean, rstd, groups, inner, block, dx, dgamma_part, dbeta_part)
+        rows.rows_backward(dy2, x2, gamma, mean, rstd, groups, inner, centered, block, dx, dgamma_part, dbeta_part)
     if not width:
         return dx, None, None
     sums = []

@@ -40,8 +40,9 @@ from ._jit import PARALLEL
 
 
 @njit(**PARALLEL)
-def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
-    """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,) float64 outputs."""
+def rows_forward(x, gamma, beta, eps, groups, inner, centered, y, mean, rstd):
+    """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,) float64 outputs. centered False (RMSNorm):
+    mean = 0, so rstd = 1 / sqrt(mean(x**2) + eps) and xhat = x * rstd."""
     R, K = x.shape
     cg = K // inner  # channel segments per row
     has_gamma = gamma.size > 0
@@ -49,7 +50,7 @@ def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
     for r in prange(R):
         xr = x[r]
         yr = y[r]
-        m = L.sum_(xr) / K
+        m = L.sum_(xr) / K if centered else 0.0
         rs = formulas.rstd_of(L.sum_sq_dev(xr, m) / K, eps)
         mean[r] = m
         rstd[r] = rs
@@ -75,8 +76,8 @@ def rows_forward(x, gamma, beta, eps, groups, inner, y, mean, rstd):
 
 
 @njit(**PARALLEL)
-def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_part, dbeta_part):
-    """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,).
+def rows_backward(dy, x, gamma, mean, rstd, groups, inner, centered, block, dx, dgamma_part, dbeta_part):
+    """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,) (mean unread when not centered: it is 0).
 
     dgamma_part, dbeta_part: (B, A) float64 zeros with B = ceil(R / block), or (B, 0) without gamma; block b
     accumulates rows [b * block, (b + 1) * block).
@@ -91,7 +92,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_par
             xr = x[r]
             dyr = dy[r]
             dxr = dx[r]
-            m = np.float64(mean[r])
+            m = np.float64(mean[r]) if centered else 0.0
             rs = np.float64(rstd[r])
             a0 = (r % groups) * cg
             g_row = gamma[a0 : a0 + K] if has_gamma and inner == 1 else gamma  # per-element gamma (layer norm)
@@ -116,7 +117,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, block, dx, dgamma_par
                         sdyxmu *= ga
                     sg += sdy
                     sgxmu += sdyxmu
-            q, r_ = formulas.row_backward(sg, sgxmu, rs, K, True)  # dx = (rs * gamma) * dy + q * (x - mean) + r_
+            q, r_ = formulas.row_backward(sg, sgxmu, rs, K, centered)  # dx = (rs * gamma) * dy + q * (x - mean) + r_
             if inner == 1:
                 L.grad_input_affine(dyr, xr, m, rs, g_row, q, r_, dxr)
             else:

@@ -138,8 +138,9 @@ class _Transfer:
         return host
 
 
-def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
-    """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype."""
+def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True):
+    """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
+    centered False (RMSNorm): nothing subtracted, mean is 0."""
     io = _Transfer(x2)
     R, K = x2.shape
     dx2, dg, db = io(x2), io(gamma), io(beta)
@@ -148,14 +149,14 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int):
     rstd = _empty(R, x2.dtype)
     if R and K:
         blocks, threads, ts, _ = row_launch(R, K)
-        launch(rows.rows_forward, blocks, threads, dx2, dg, db, eps, groups, inner, ts, y, mean, rstd)
+        launch(rows.rows_forward, blocks, threads, dx2, dg, db, eps, groups, inner, centered, ts, y, mean, rstd)
     elif R:  # empty rows: mean and rstd are 0 / 0, as on the CPU
         for a in (mean, rstd):
             launch(rows.fill, _blocks(R), BLOCK, a, math.nan)
     return io.out(y), io.out(mean), io.out(rstd)
 
 
-def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
+def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True):
     """Returns dx (R, K) and, with gamma, dgamma and dbeta (A,) in x's dtype (else None)."""
     io = _Transfer(x2)
     R, K = x2.shape
@@ -176,7 +177,21 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int):
     pbeta = _empty(part_shape, np.float64)
     if R and K:
         launch(
-            rows.rows_backward, blocks, threads, d_dy, d_x, d_g, d_mean, d_rstd, groups, inner, ts, dx, pgamma, pbeta
+            rows.rows_backward,
+            blocks,
+            threads,
+            d_dy,
+            d_x,
+            d_g,
+            d_mean,
+            d_rstd,
+            groups,
+            inner,
+            centered,
+            ts,
+            dx,
+            pgamma,
+            pbeta,
         )
     if not has_gamma:
         return io.out(dx), None, None

@@ -25,8 +25,9 @@ def _row_of(round_, ts):
 
 
 @cuda.jit(cache=True)
-def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
-    """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,). One team of ts threads per row."""
+def rows_forward(x, gamma, beta, eps, groups, inner, centered, ts, y, mean, rstd):
+    """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,). One team of ts threads per row. centered
+    False (RMSNorm): mean = 0, rstd = 1 / sqrt(mean(x**2) + eps)."""
     shared = cuda.shared.array(MAX_BLOCK, float64)
     cache = cuda.local.array(ITEMS, float64)
     R, K = x.shape
@@ -48,7 +49,7 @@ def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
                     if j < ITEMS:
                         cache[j] = v
                     s += v
-        m = team_sum(s, shared, ts) / K
+        m = team_sum(s, shared, ts) / K if centered else 0.0  # every thread sums: team_sum syncs the block
         q = 0.0
         if valid:
             for j in range(per_thread):
@@ -75,8 +76,8 @@ def rows_forward(x, gamma, beta, eps, groups, inner, ts, y, mean, rstd):
 
 
 @cuda.jit(cache=True)
-def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta):
-    """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,).
+def rows_backward(dy, x, gamma, mean, rstd, groups, inner, centered, ts, dx, pgamma, pbeta):
+    """dy, x, dx: (R, K); gamma: (A,) or (0,); mean, rstd: (R,) (mean unread when not centered: it is 0).
 
     pgamma, pbeta (float64) receive the partial sums of dy * xhat and dy: for layer norm (groups == 1 and
     inner == 1: gamma per element), one row per team of the grid, (teams, K), each team adding over the rows
@@ -102,7 +103,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
     for round_ in range((R + teams - 1) // teams):
         r = _row_of(round_, ts)
         valid = r < R
-        m = float64(mean[r]) if valid else 0.0
+        m = float64(mean[r]) if valid and centered else 0.0
         rs = float64(rstd[r]) if valid else 0.0
         a0 = (r % groups) * cg
         sg = 0.0  # sum(g), g = dy * gamma
@@ -154,7 +155,7 @@ def rows_backward(dy, x, gamma, mean, rstd, groups, inner, ts, dx, pgamma, pbeta
         if per_element:
             sg = team_sum(sg, shared, ts)
             sgxmu = team_sum(sgxmu, shared, ts)
-        q, shift = formulas.row_backward(sg, sgxmu, rs, K, True)  # dx = rs * g + q * (x - mean) + shift
+        q, shift = formulas.row_backward(sg, sgxmu, rs, K, centered)  # dx = rs * g + q * (x - mean) + shift
         if valid:
             for j in range(per_thread):
                 k = lane + j * ts
