@@ -10,7 +10,6 @@ same number of bytes measured on the same device in the same run.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from normkernels import _backends
 from verify import staged
 
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"  # benchmarks never run in the CUDA simulator
+SIMULATOR = _backends.simulator()  # benchmarks never run in the CUDA simulator
 
 DIRECTIONS = ("forward", "backward")
 BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda")
@@ -55,11 +55,7 @@ def _torch():
 
 
 def _gpu() -> bool:
-    try:
-        from normkernels import cuda as cuda_backend
-    except ImportError:
-        return False
-    return not cuda_backend.SIMULATOR and cuda_backend.available()
+    return _backends.cuda_mode() == "gpu"
 
 
 def unavailable(backend: str) -> str | None:

@@ -19,7 +19,7 @@ from benchmarks import harness as h
 from verify.cases import SMALL, Case
 
 ROOT = Path(__file__).resolve().parent.parent
-IN_SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+IN_SIMULATOR = h.SIMULATOR
 SIM = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
 
 

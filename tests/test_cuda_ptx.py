@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+from normkernels import _backends
+
+if _backends.simulator():
     pytest.skip("the simulator does not compile PTX", allow_module_level=True)
 pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from normkernels import _backends
+
 pytest.importorskip("numba_cuda", reason="the cuda extra (numba-cuda) is not installed")
-if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+if _backends.simulator():
     pytest.skip("already in the simulator", allow_module_level=True)
 
-from normkernels.cuda import available  # noqa: E402
-
-if available():
+if _backends.cuda_mode() == "gpu":
     pytest.skip("a real GPU is present: test_cuda.py runs on it directly", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
