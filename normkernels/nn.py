@@ -1,10 +1,14 @@
 """NumPy layers named and shaped like torch.nn's, on the project's kernels.
 
-``BatchNorm1d/2d/3d``, ``InstanceNorm1d/2d/3d``, ``LayerNorm`` and ``GroupNorm`` take PyTorch's constructor
-arguments and defaults, keep PyTorch's attribute names (``weight``, ``bias``, ``running_mean``,
-``running_var``, ``num_batches_tracked``) and ``state_dict`` keys, and follow its train/eval semantics. A
-layer is a forward and a backward, as in cs231n: ``forward`` keeps what the backward needs, ``backward``
-returns dx and sets ``weight_grad`` and ``bias_grad``::
+``BatchNorm1d/2d/3d``, ``InstanceNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm`` and ``RMSNorm`` take PyTorch's
+constructor arguments and defaults, keep PyTorch's attribute names (``weight``, ``bias``, ``running_mean``,
+``running_var``, ``num_batches_tracked``) and ``state_dict`` keys, and follow its train/eval semantics.
+``SwitchableNorm1d/2d/3d`` (Luo et al., 2018; PyTorch has no such layer) add the two mixing parameters
+``mean_weight`` and ``var_weight`` to BatchNorm's parameters and buffers, and are state-dict compatible with
+``normkernels.torch``'s modules of the same names. A layer is a forward and a backward, as in cs231n:
+``forward`` keeps what the backward needs, ``backward`` returns dx and sets ``<parameter>_grad`` for each
+parameter (``weight_grad`` and ``bias_grad``; RMSNorm only ``weight_grad``, as it has no bias; the Switchable
+layers also ``mean_weight_grad`` and ``var_weight_grad``)::
 
     import numpy as np
     from normkernels import nn
@@ -19,11 +23,12 @@ returns dx and sets ``weight_grad`` and ``bias_grad``::
 
 Conventions:
 
-- Gradients are overwritten, not accumulated: each ``backward`` sets ``weight_grad`` and ``bias_grad``
+- Gradients are overwritten, not accumulated: each ``backward`` sets the ``<parameter>_grad`` attributes
   (parameter dtype) from the latest forward; ``zero_grad()`` sets them to None. They are None for a
-  parameter the layer does not have. ``backward`` may be called again on the same forward.
-- ``forward`` keeps a private copy of x (and of the weight), so changing x in place before the backward
-  does not change the gradients. In eval mode with running statistics the backward treats them as
+  parameter the layer was built without (``affine=False``, ``bias=False``). ``backward`` may be called again
+  on the same forward.
+- ``forward`` keeps a private copy of x (and of the parameters), so changing x or a parameter in place before
+  the backward does not change the gradients. In eval mode with running statistics the backward treats them as
   constants (``dx = dy * weight * rstd``), as autograd does.
 - Parameters default to float32 (``dtype=np.float64`` for double); x may be float32 or float64 either way
   and y and dx have x's dtype.
@@ -56,7 +61,10 @@ from ._row_norms import (
     instance_norm_forward,
     layer_norm_backward,
     layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
 )
+from ._switchable_norm import switchable_norm_backward, switchable_norm_forward
 
 __all__ = [
     "BatchNorm1d",
@@ -67,9 +75,12 @@ __all__ = [
     "InstanceNorm2d",
     "InstanceNorm3d",
     "LayerNorm",
+    "RMSNorm",
+    "SwitchableNorm1d",
+    "SwitchableNorm2d",
+    "SwitchableNorm3d",
 ]
 
-_PARAMETERS = ("weight", "bias")
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -77,10 +88,9 @@ class _Saved(NamedTuple):
     """What a forward leaves for its backward."""
 
     x: np.ndarray  # the input as the kernels saw it (a batch dim added to unbatched input); a private copy
-    weight: np.ndarray | None  # the weight the forward used, a copy
-    mean: np.ndarray
-    rstd: np.ndarray
-    batch_stats: bool  # False: normalized with the running statistics, so mean and rstd are constants
+    params: dict  # name -> a copy of each parameter as the forward used it (None where the layer has none)
+    stats: tuple  # what the forward kernel returned beside y, as its backward takes it: (mean, rstd), ...
+    batch_stats: bool  # False: normalized with the running statistics, so those are constants
     out_shape: tuple  # y's shape, hence dy's
 
 
@@ -134,11 +144,13 @@ def _host_value(value):
 class _Norm:
     """Parameters, buffers, train/eval, the forward/backward protocol and the state dict of every layer.
 
-    A subclass sets its configuration and calls ``_make_state``, and supplies ``_batched`` (checks x, adds
-    the batch dim of unbatched input), ``_normalize`` (the forward kernels) and ``_gradients`` (the backward
-    kernels).
+    A subclass names its parameters in ``_parameter_names`` (state-dict order), sets its configuration and
+    calls ``_make_state`` (or ``_start`` and sets its parameters itself), and supplies ``_batched`` (checks x,
+    adds the batch dim of unbatched input), ``_normalize`` (the forward kernels) and ``_gradients`` (the
+    backward kernels).
     """
 
+    _parameter_names: tuple[str, ...] = ("weight", "bias")
     weight: np.ndarray | None
     bias: np.ndarray | None
     eps: float
@@ -148,14 +160,18 @@ class _Norm:
         """eps, backend and the parameters (PyTorch's initialization: weight ones, bias zeros)."""
         op = type(self).__name__
         self.eps = _checks.eps(eps, op=op)
-        self.backend = _backends.check(backend, op=op)
-        self._dtype = _parameter_dtype(op, dtype)
+        self._start(dtype, backend)
         bias = _flag(op, "bias", bias)
         self.weight = np.ones(affine_shape, self._dtype) if affine else None
         self.bias = np.zeros(affine_shape, self._dtype) if affine and bias else None
+
+    def _start(self, dtype: DTypeLike, backend: str) -> None:
+        """backend, the parameters' dtype, training mode, no gradients and nothing saved yet."""
+        op = type(self).__name__
+        self.backend = _backends.check(backend, op=op)
+        self._dtype = _parameter_dtype(op, dtype)
         self.training = True
-        self.weight_grad: np.ndarray | None = None
-        self.bias_grad: np.ndarray | None = None
+        self.zero_grad()
         self._saved: _Saved | None = None
 
     def train(self, mode: bool = True) -> _Norm:
@@ -182,13 +198,14 @@ class _Norm:
         if x.dtype not in _checks.DTYPES:
             raise TypeError(f"{op}: expected x to have dtype float32 or float64, got {x.dtype}")
         xb = np.array(self._batched(x), order="C")  # a copy: x may change before the backward
-        weight = None if self.weight is None else self.weight.copy()
-        y, mean, rstd, batch_stats = self._normalize(xb)
-        self._saved = _Saved(xb, weight, mean, rstd, batch_stats, x.shape)
+        # copies too: an optimizer step between forward and backward must not change the gradients
+        params = {n: None if getattr(self, n) is None else getattr(self, n).copy() for n in self._parameter_names}
+        y, stats, batch_stats = self._normalize(xb)
+        self._saved = _Saved(xb, params, stats, batch_stats, x.shape)
         return y.reshape(x.shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dx (dy.shape, x's dtype) for the latest forward; sets (overwrites) weight_grad and bias_grad."""
+        """dx (dy.shape, x's dtype) for the latest forward; sets (overwrites) <parameter>_grad of each parameter."""
         op = type(self).__name__
         saved = self._saved
         if saved is None:
@@ -201,24 +218,25 @@ class _Norm:
             raise ValueError(
                 f"{op}: expected dy of shape {saved.out_shape} (the last forward's output), got {dy.shape}"
             )
-        dx, dweight, dbias = self._gradients(dy.reshape(saved.x.shape), saved)
-        self.weight_grad = None if self.weight is None else dweight.astype(self.weight.dtype)
-        self.bias_grad = None if self.bias is None else dbias.astype(self.bias.dtype)
+        dx, *grads = self._gradients(dy.reshape(saved.x.shape), saved)
+        for name, grad in zip(self._parameter_names, grads, strict=True):
+            param = getattr(self, name)
+            setattr(self, f"{name}_grad", None if param is None else grad.astype(param.dtype))
         return dx.reshape(saved.out_shape)
 
     def zero_grad(self) -> None:
-        self.weight_grad = None
-        self.bias_grad = None
+        for name in self._parameter_names:
+            setattr(self, f"{name}_grad", None)
 
     def _batched(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _normalize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-        """(y, mean, rstd, batch_stats) of batched x."""
+    def _normalize(self, x: np.ndarray) -> tuple[np.ndarray, tuple, bool]:
+        """(y, stats, batch_stats) of batched x: stats as the backward kernel takes them, e.g. (mean, rstd)."""
         raise NotImplementedError
 
     def _gradients(self, dy: np.ndarray, saved: _Saved) -> tuple:
-        """(dx, dweight, dbias) of dy in the batched shape of saved.x."""
+        """(dx, one gradient per name in _parameter_names) of dy in the batched shape of saved.x."""
         raise NotImplementedError
 
     def _check_channels(self, x: np.ndarray, dim: int, name: str, expected: int) -> None:
@@ -229,7 +247,7 @@ class _Norm:
             )
 
     def named_parameters(self) -> list[tuple[str, np.ndarray]]:
-        return [(n, getattr(self, n)) for n in _PARAMETERS if getattr(self, n) is not None]
+        return [(n, getattr(self, n)) for n in self._parameter_names if getattr(self, n) is not None]
 
     def parameters(self) -> list[np.ndarray]:
         return [a for _, a in self.named_parameters()]
@@ -353,7 +371,45 @@ class _RunningNorm(_Norm):
         )
 
 
-class _BatchNorm(_RunningNorm):
+class _BatchStatistics(_RunningNorm):
+    """BatchNorm's use of the running statistics (PyTorch's _BatchNorm.forward), which the Switchable layers
+    share: their batch statistics are batch norm's, kept and used the same way."""
+
+    def _uses_batch_stats(self) -> bool:
+        # PyTorch's bn_training: eval uses the running statistics whenever they exist, tracked or not
+        return self.training or (self.running_mean is None and self.running_var is None)
+
+    def _running_arguments(self) -> dict:
+        """training, running_mean, running_var and momentum for the forward kernel.
+
+        As PyTorch's _BatchNorm.forward, the buffers reach the kernel only to be updated (training and
+        tracking) or used (eval). Training with tracking turned off after construction must leave them alone:
+        given them with momentum 0, the kernel would still write 1 * stat + 0 * inf = NaN into them.
+        """
+        update = self.training and self.track_running_stats
+        given = update or not self.training
+        return dict(
+            training=self._uses_batch_stats(),
+            running_mean=self.running_mean if given else None,
+            running_var=self.running_var if given else None,
+            momentum=self._average_factor() if update else 0.0,
+        )
+
+    def _count_batch(self) -> None:
+        """Called after the kernel, so that a refused batch is not counted; nothing to count when the layer
+        was built untracked (None) or tracking is off."""
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked += 1
+
+    def _average_factor(self) -> float:
+        """PyTorch's exponential_average_factor: momentum, or 1/num_batches_tracked (a cumulative average);
+        0 for momentum=None without a count, which PyTorch leaves at its initial 0."""
+        if self.momentum is None:
+            return 0.0 if self.num_batches_tracked is None else 1.0 / float(self.num_batches_tracked + 1)
+        return self.momentum
+
+
+class _BatchNorm(_BatchStatistics):
     """Statistics per channel over the batch and the spatial dims: x (N, C, *spatial) or (N, C)."""
 
     _ndims: tuple[int, ...]
@@ -367,43 +423,15 @@ class _BatchNorm(_RunningNorm):
         _checks.values_per_channel(count, x.shape, self._uses_batch_stats(), op=op)
         return x
 
-    def _uses_batch_stats(self) -> bool:
-        # PyTorch's bn_training: eval uses the running statistics whenever they exist, tracked or not
-        return self.training or (self.running_mean is None and self.running_var is None)
-
     def _normalize(self, x):
-        # As PyTorch's _BatchNorm.forward, the buffers reach the kernel only to be updated (training and
-        # tracking) or used (eval). Training with tracking turned off after construction must leave them alone:
-        # given them with momentum 0, the kernel would still write 1 * stat + 0 * inf = NaN into them.
-        update = self.training and self.track_running_stats
-        given = update or not self.training
-        batch_stats = self._uses_batch_stats()
-        y, mean, rstd = batch_norm_forward(
-            x,
-            self.weight,
-            self.bias,
-            eps=self.eps,
-            training=batch_stats,
-            running_mean=self.running_mean if given else None,
-            running_var=self.running_var if given else None,
-            momentum=self._average_factor() if update else 0.0,
-            backend=self.backend,
-        )
-        # after the kernel, so a refused batch is not counted; None when the layer was built untracked
-        if update and self.num_batches_tracked is not None:
-            self.num_batches_tracked += 1
-        return y, mean, rstd, batch_stats
-
-    def _average_factor(self) -> float:
-        """PyTorch's exponential_average_factor: momentum, or 1/num_batches_tracked (a cumulative average);
-        0 for momentum=None without a count, which PyTorch leaves at its initial 0."""
-        if self.momentum is None:
-            return 0.0 if self.num_batches_tracked is None else 1.0 / float(self.num_batches_tracked + 1)
-        return self.momentum
+        running = self._running_arguments()
+        y, mean, rstd = batch_norm_forward(x, self.weight, self.bias, eps=self.eps, **running, backend=self.backend)
+        self._count_batch()
+        return y, (mean, rstd), running["training"]
 
     def _gradients(self, dy, saved):
         return batch_norm_backward(
-            dy, saved.x, saved.weight, saved.mean, saved.rstd, training=saved.batch_stats, backend=self.backend
+            dy, saved.x, saved.params["weight"], *saved.stats, training=saved.batch_stats, backend=self.backend
         )
 
 
@@ -482,7 +510,7 @@ class _InstanceNorm(_RunningNorm):
             _checks.spatial_elements(x.shape, op=op)
         if self.running_mean is None:
             y, mean, rstd = instance_norm_forward(x, self.weight, self.bias, eps=self.eps, backend=self.backend)
-            return y, mean, rstd, True
+            return y, (mean, rstd), True
         if not batch_stats:  # each channel normalized with its running statistics: batch norm's eval mode
             y, mean, rstd = batch_norm_forward(
                 x,
@@ -494,7 +522,7 @@ class _InstanceNorm(_RunningNorm):
                 running_var=self.running_var,
                 backend=self.backend,
             )
-            return y, mean, rstd, False
+            return y, (mean, rstd), False
         n, c = x.shape[:2]
         running_mean, running_var = np.tile(self.running_mean, n), np.tile(self.running_var, n)
         y, mean, rstd = batch_norm_forward(
@@ -510,14 +538,13 @@ class _InstanceNorm(_RunningNorm):
         self.running_mean[...] = running_mean.reshape(n, c).mean(axis=0, dtype=np.float64)
         self.running_var[...] = running_var.reshape(n, c).mean(axis=0, dtype=np.float64)
         # the (N * C,) statistics of the one-batch view are instance norm's (N, C) ones
-        return y.reshape(x.shape), mean.reshape(n, c), rstd.reshape(n, c), True
+        return y.reshape(x.shape), (mean.reshape(n, c), rstd.reshape(n, c)), True
 
     def _gradients(self, dy, saved):
+        weight = saved.params["weight"]
         if saved.batch_stats:
-            return instance_norm_backward(dy, saved.x, saved.weight, saved.mean, saved.rstd, backend=self.backend)
-        return batch_norm_backward(
-            dy, saved.x, saved.weight, saved.mean, saved.rstd, training=False, backend=self.backend
-        )
+            return instance_norm_backward(dy, saved.x, weight, *saved.stats, backend=self.backend)
+        return batch_norm_backward(dy, saved.x, weight, *saved.stats, training=False, backend=self.backend)
 
 
 def _as_one_batch(x: np.ndarray) -> np.ndarray:
@@ -573,10 +600,10 @@ class LayerNorm(_Norm):
         y, mean, rstd = layer_norm_forward(
             x, self.normalized_shape, self.weight, self.bias, eps=self.eps, backend=self.backend
         )
-        return y, mean, rstd, True
+        return y, (mean, rstd), True
 
     def _gradients(self, dy, saved):
-        return layer_norm_backward(dy, saved.x, saved.weight, saved.mean, saved.rstd, backend=self.backend)
+        return layer_norm_backward(dy, saved.x, saved.params["weight"], *saved.stats, backend=self.backend)
 
     def _extra_repr(self) -> str:
         return (
@@ -626,11 +653,148 @@ class GroupNorm(_Norm):
         y, mean, rstd = group_norm_forward(
             x, self.num_groups, self.weight, self.bias, eps=self.eps, backend=self.backend
         )
-        return y, mean, rstd, True
+        return y, (mean, rstd), True
 
     def _gradients(self, dy, saved):
-        return group_norm_backward(dy, saved.x, saved.weight, saved.mean, saved.rstd, backend=self.backend)
+        return group_norm_backward(dy, saved.x, saved.params["weight"], *saved.stats, backend=self.backend)
 
     def _extra_repr(self) -> str:
         bias = self.bias is not None
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, bias={bias}"
+
+
+class RMSNorm(_Norm):
+    """RMSNorm (Zhang and Sennrich, 2019) over the trailing ``normalized_shape`` dims, as torch.nn.RMSNorm:
+    ``y = x / sqrt(mean(x**2) + eps) * weight``, x (*, *normalized_shape), any leading dims.
+
+    weight: normalized_shape (only with elementwise_affine). As torch's RMSNorm, there is no bias: the layer
+    has no ``bias`` nor ``bias_grad`` attribute, and its state dict holds ``weight`` alone. eps None (the
+    default, and what the attribute then keeps) is the machine epsilon of x's dtype, as PyTorch takes it.
+    """
+
+    _parameter_names = ("weight",)
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...] | list[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        dtype: DTypeLike = np.float32,
+        backend: str = "cpu",
+    ) -> None:
+        op = type(self).__name__
+        dims = _checks.shape_tuple(normalized_shape, op=op)
+        self.normalized_shape = tuple(_positive_int(op, "each dim of normalized_shape", d) for d in dims)
+        self.eps = None if eps is None else _checks.eps(eps, op=op)
+        self.elementwise_affine = _flag(op, "elementwise_affine", elementwise_affine)
+        self._start(dtype, backend)
+        self.weight = np.ones(self.normalized_shape, self._dtype) if self.elementwise_affine else None
+
+    def _batched(self, x: np.ndarray) -> np.ndarray:
+        _checks.normalized_shape(self.normalized_shape, x.shape, op=type(self).__name__)
+        return x
+
+    def _normalize(self, x):
+        y, rstd = rms_norm_forward(x, self.normalized_shape, self.weight, eps=self.eps, backend=self.backend)
+        return y, (rstd,), True
+
+    def _gradients(self, dy, saved):
+        return rms_norm_backward(dy, saved.x, saved.params["weight"], *saved.stats, backend=self.backend)
+
+    def _extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class _SwitchableNorm(_BatchStatistics):
+    """Switchable Normalization (Luo et al., 2018): x (N, C, *spatial), more than one spatial element.
+
+    Each (n, c) is normalized with a mix of three statistics, instance (per (n, c)), layer (per n) and batch
+    (per c), weighted by softmax(mean_weight) for the means and softmax(var_weight) for the (biased) variances;
+    then scaled and shifted per channel. Parameters: weight, bias (C,) (with affine; ones and zeros), and
+    mean_weight, var_weight (3,) (always; logits in the order instance, layer, batch, initialized to ones, an
+    equal mix, as the authors' code does). The batch statistics are kept as BatchNorm keeps them
+    (running_mean, running_var with the unbiased variance, num_batches_tracked; momentum None is a
+    cumulative average) and replace the batch's in eval mode, as in PyTorch's BatchNorm. backward sets
+    weight_grad, bias_grad, mean_weight_grad and var_weight_grad.
+    """
+
+    _parameter_names = ("weight", "bias", "mean_weight", "var_weight")
+    _ndim: int
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: DTypeLike = np.float32,
+        backend: str = "cpu",
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, backend=backend)
+        self.mean_weight = np.ones(3, self._dtype)
+        self.var_weight = np.ones(3, self._dtype)
+
+    def _batched(self, x: np.ndarray) -> np.ndarray:
+        op = type(self).__name__
+        if x.ndim != self._ndim:
+            raise ValueError(f"{op}: {_ndims_message((self._ndim,), x.ndim)}")
+        self._check_channels(x, 1, "num_features", self.num_features)
+        if math.prod(x.shape[2:]) == 1:  # in eval too: the instance statistics are always the input's
+            raise ValueError(
+                f"{op}: expected more than 1 spatial element (the instance statistics are taken over them), "
+                f"got input size {list(x.shape)}"
+            )
+        return x
+
+    def _normalize(self, x):
+        running = self._running_arguments()
+        y, stats = switchable_norm_forward(
+            x, self.weight, self.bias, self.mean_weight, self.var_weight, eps=self.eps, **running, backend=self.backend
+        )
+        self._count_batch()
+        return y, (stats,), running["training"]
+
+    def _gradients(self, dy, saved):
+        p = saved.params
+        return switchable_norm_backward(
+            dy,
+            saved.x,
+            p["weight"],
+            p["mean_weight"],
+            p["var_weight"],
+            *saved.stats,
+            training=saved.batch_stats,
+            backend=self.backend,
+        )
+
+    def _upgrade(self, state_dict: Mapping) -> Mapping:
+        """No checkpoint predates num_batches_tracked here: a state dict without it is refused (strict), as
+        normkernels.torch's modules refuse it."""
+        return state_dict
+
+    def _extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class SwitchableNorm1d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, L), L > 1. (BatchNorm1d's (N, C) has no instance statistics.)"""
+
+    _ndim = 3
+
+
+class SwitchableNorm2d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, H, W), H * W > 1."""
+
+    _ndim = 4
+
+
+class SwitchableNorm3d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, D, H, W), D * H * W > 1."""
+
+    _ndim = 5
