@@ -3,6 +3,7 @@
     import normkernels.torch as nkt
     y = nkt.batch_norm(x, running_mean, running_var, weight, bias, training=True)   # as F.batch_norm
     model = nkt.convert(model)   # every torch.nn norm layer of the model now runs our kernels
+    sn = nkt.SwitchableNorm2d(64)  # Switchable Normalization, which torch.nn lacks: a torch.nn.Module
 
 Tensors reach the kernels without a copy: a CPU tensor as a NumPy view of its storage (``t.numpy()``), a CUDA
 tensor through ``__cuda_array_interface__``, launched on PyTorch's current stream of the tensor's device. The
@@ -48,12 +49,20 @@ __all__ = [
     "InstanceNormFunction",
     "LayerNorm",
     "LayerNormFunction",
+    "RMSNorm",
+    "RMSNormFunction",
     "ShapeError",
+    "SwitchableNorm1d",
+    "SwitchableNorm2d",
+    "SwitchableNorm3d",
+    "SwitchableNormFunction",
     "batch_norm",
     "convert",
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "rms_norm",
+    "switchable_norm",
 ]
 
 DTYPES = (torch.float32, torch.float64)
@@ -395,6 +404,41 @@ def _row_norm_backward(ctx, kernel, dy):
     return _needed(ctx, {0: call.result(dx), 2: call.result(dgamma), 3: call.result(dbeta)})
 
 
+class RMSNormFunction(torch.autograd.Function):
+    """RMSNorm as an autograd op over ``normkernels.rms_norm_forward`` / ``rms_norm_backward``.
+
+    apply(input (*lead, *normalized_shape), normalized_shape, weight (normalized_shape) | None,
+    eps: float | None) -> y (input.shape). eps None is the machine epsilon of input's dtype, as in PyTorch.
+    Backward is once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, normalized_shape, weight, eps):
+        op = "rms_norm"
+        _check_tensors(op, input, weight=weight)
+        with _shape_errors():
+            normalized = _checks.normalized_shape(normalized_shape, tuple(input.shape), op=op)
+        _check_shapes(op, normalized, weight=weight)
+        eps = None if eps is None else _number(op, "eps", eps, non_negative=True)
+        x = input.contiguous()
+        call = _KernelCall(x)
+        with call.launch():
+            y, rstd = nk.rms_norm_forward(call.arg(x), normalized, call.arg(weight), eps=eps, backend=call.backend)
+        ctx.save_for_backward(x, weight, call.result(rstd))
+        return call.result(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        call = _KernelCall(x)
+        with call.launch():
+            dx, dweight = nk.rms_norm_backward(
+                call.arg(dy), call.arg(x), call.arg(weight), call.arg(rstd), backend=call.backend
+            )
+        return _needed(ctx, {0: call.result(dx), 2: call.result(dweight)})
+
+
 class InstanceNormFunction(torch.autograd.Function):
     """InstanceNorm as an autograd op, with PyTorch's running statistics.
 
@@ -470,6 +514,81 @@ class InstanceNormFunction(torch.autograd.Function):
                 dx, dgamma, dbeta = nk.batch_norm_backward(*args, training=False, backend=call.backend)
         dweight, dbias = _as_shaped(call.result(dgamma), ctx.shapes[0]), _as_shaped(call.result(dbeta), ctx.shapes[1])
         return _needed(ctx, {0: call.result(dx), 3: dweight, 4: dbias})
+
+
+class SwitchableNormFunction(torch.autograd.Function):
+    """Switchable Normalization (Luo et al., 2018) as an autograd op over ``normkernels.switchable_norm_forward``
+    / ``switchable_norm_backward``.
+
+    apply(input (N, C, *spatial), running_mean (C,) | None, running_var (C,) | None, weight (C,) | None,
+    bias (C,) | None, mean_weight (3,), var_weight (3,), training: bool, momentum: float, eps: float)
+    -> y (input.shape). mean_weight and var_weight are the logits of the instance, layer and batch statistics'
+    weights. With training the batch statistics are the batch's and the running statistics, when given, are
+    updated in place as batch norm's are; without, the running statistics are the batch statistics, constants
+    for the backward. Gradients reach input, weight, bias, mean_weight and var_weight. Backward is once
+    differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, input, running_mean, running_var, weight, bias, mean_weight, var_weight, training, momentum, eps):
+        op = "switchable_norm"
+        mixing = {"mean_weight": mean_weight, "var_weight": var_weight}
+        running = {"running_mean": running_mean, "running_var": running_var}
+        _check_tensors(op, input, **running, weight=weight, bias=bias, **mixing)
+        for name, t in mixing.items():
+            if t is None:
+                raise TypeError(f"{op}: expected {name} to be a torch.Tensor of shape (3,), got None")
+        _check_ndim(op, input, 3)
+        c = input.shape[1]
+        _check_shapes(op, (c,), weight=weight, bias=bias, **running)
+        _check_shapes(op, (3,), **mixing)
+        _check_running_pair(op, running_mean, running_var)
+        if not training and running_mean is None:
+            raise ShapeError(f"{op}: running_mean must be defined in evaluation mode")
+        momentum, eps = _number(op, "momentum", momentum), _number(op, "eps", eps, non_negative=True)
+        x = input.contiguous()
+        call = _KernelCall(x)
+        rm, rv = _for_update(running_mean), _for_update(running_var)
+        with call.launch():
+            y, stats = nk.switchable_norm_forward(
+                call.arg(x),
+                call.arg(weight),
+                call.arg(bias),
+                call.arg(mean_weight),
+                call.arg(var_weight),
+                eps=eps,
+                training=training,
+                running_mean=call.arg(rm),
+                running_var=call.arg(rv),
+                momentum=momentum,
+                backend=call.backend,
+            )
+        if training:
+            _write_back(rm, running_mean)
+            _write_back(rv, running_var)
+        ctx.training = training
+        ctx.save_for_backward(x, weight, mean_weight, var_weight, *map(call.result, stats))
+        return call.result(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean_weight, var_weight, *stats = ctx.saved_tensors
+        call = _KernelCall(x)
+        gamma = _gamma_for_grads(weight, ctx.needs_input_grad[4], x.shape[1], x)
+        with call.launch():
+            grads = nk.switchable_norm_backward(
+                call.arg(dy),
+                call.arg(x),
+                call.arg(gamma),
+                call.arg(mean_weight),
+                call.arg(var_weight),
+                nk.SwitchableStats(*map(call.arg, stats)),
+                training=ctx.training,
+                backend=call.backend,
+            )
+        dx, dweight, dbias, dmean_weight, dvar_weight = map(call.result, grads)
+        return _needed(ctx, {0: dx, 3: dweight, 4: dbias, 5: dmean_weight, 6: dvar_weight})
 
 
 def _instance_norm_tracking(call, x, running_mean, running_var, weight, bias, momentum, eps):
@@ -576,6 +695,51 @@ def group_norm(
     return GroupNormFunction.apply(input, num_groups, weight, bias, eps)
 
 
+def rms_norm(
+    input: torch.Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: torch.Tensor | None = None,
+    eps: float | None = None,
+) -> torch.Tensor:
+    """torch.nn.functional.rms_norm on our kernels. input: (*lead, *normalized_shape); weight: normalized_shape
+    or None; eps None is the machine epsilon of input's dtype. Returns y (input.shape)."""
+    return RMSNormFunction.apply(input, normalized_shape, weight, eps)
+
+
+def switchable_norm(
+    input: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean_weight: torch.Tensor,
+    var_weight: torch.Tensor,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Switchable Normalization, with F.batch_norm's arguments (and defaults) plus the mixing logits.
+
+    input: (N, C, *spatial) with more than one spatial element; running_mean, running_var, weight, bias: (C,)
+    or None; mean_weight, var_weight: (3,), logits of the instance, layer and batch statistics. Returns y
+    (input.shape). In training the batch statistics are the batch's and running_mean and running_var (when
+    given) are updated in place as by F.batch_norm; in eval they are used instead (and then needed). There is
+    no default for the parameters: there is no torch twin whose defaults to follow, and a forgotten mixing
+    weight should not silently become an equal mix.
+    """
+    op = "switchable_norm"
+    if isinstance(input, torch.Tensor) and input.dim() >= 3 and input.shape[2:].numel() == 1:
+        # the kernel refuses it in either mode, with a message about training; this one says why
+        raise ValueError(
+            f"{op}: expected more than 1 spatial element (the instance statistics are taken over them), "
+            f"got input size {list(input.shape)}"
+        )
+    _check_not_differentiable(op, running_mean=running_mean, running_var=running_var)
+    return SwitchableNormFunction.apply(
+        input, running_mean, running_var, weight, bias, mean_weight, var_weight, training, momentum, eps
+    )
+
+
 # nn.Module drop-ins: torch's classes (constructor, parameters, buffers, state dict, input checks) with a
 # forward that mirrors theirs and calls the functions above. They add no state of their own, no __init__:
 # convert turns a torch layer into one of them by setting its class.
@@ -680,6 +844,142 @@ class GroupNorm(torch.nn.GroupNorm):
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
 
+class RMSNorm(torch.nn.RMSNorm):
+    """torch.nn.RMSNorm on normkernels' kernels. Input (*lead, *normalized_shape)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+
+class _SwitchableNorm(torch.nn.Module):
+    """Switchable Normalization (Luo et al., 2018) as a torch.nn.Module; torch.nn has no twin to subclass.
+
+    The constructor, parameters, buffers, state dict keys (in order: weight, bias, mean_weight, var_weight,
+    running_mean, running_var, num_batches_tracked) and repr are normkernels.nn's SwitchableNorm1d/2d/3d,
+    state dicts loading either way; BatchNorm's constructor arguments and running statistics (momentum None is
+    a cumulative average; eval normalizes with the running statistics where they exist). mean_weight and
+    var_weight start at ones, an equal mix, as in the authors' code. As in normkernels.nn, a refused batch is
+    not counted in num_batches_tracked (torch's BatchNorm counts it before it checks).
+    """
+
+    _ndim: int
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        op = type(self).__name__
+        if not _checks.is_int(num_features):
+            raise TypeError(f"{op}: expected num_features to be an int, got {type(num_features).__name__}")
+        if num_features < 1:
+            raise ValueError(f"{op}: expected num_features to be a positive int, got {num_features!r}")
+        self.num_features = int(num_features)
+        self.eps = _checks.eps(eps, op=op)
+        self.momentum = None if momentum is None else _checks.real("momentum", momentum, op=op)
+        self.affine = _checks.flag("affine", affine, op=op)
+        self.track_running_stats = _checks.flag("track_running_stats", track_running_stats, op=op)
+        factory = {"device": device, "dtype": dtype}
+        if self.affine:
+            self.weight = torch.nn.Parameter(torch.empty(self.num_features, **factory))
+            self.bias = torch.nn.Parameter(torch.empty(self.num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.mean_weight = torch.nn.Parameter(torch.empty(3, **factory))
+        self.var_weight = torch.nn.Parameter(torch.empty(3, **factory))
+        if self.track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(self.num_features, **factory))
+            self.register_buffer("running_var", torch.ones(self.num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        with torch.no_grad():
+            if self.affine:
+                self.weight.fill_(1)
+                self.bias.zero_()
+            self.mean_weight.fill_(1)
+            self.var_weight.fill_(1)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        op = type(self).__name__
+        if input.dim() != self._ndim:
+            raise ValueError(f"{op}: expected {self._ndim}D input (got {input.dim()}D input)")
+        if input.shape[1] != self.num_features:
+            raise ValueError(
+                f"{op}: expected input's size at dim=1 to match num_features ({self.num_features}), "
+                f"but got: {input.shape[1]}."
+            )
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """torch's _BatchNorm.forward around our switchable_norm."""
+        self._check_input_dim(input)
+        count = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        factor = 0.0 if self.momentum is None else self.momentum
+        if count and self.momentum is None:  # the cumulative average of every batch so far, this one included
+            factor = 1.0 / float(self.num_batches_tracked + 1)
+        # batch statistics in training, and in eval when there are no running statistics to use
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        # running statistics only where they are used: updated in training when tracked, read in eval
+        use_running = not self.training or self.track_running_stats
+        y = switchable_norm(
+            input,
+            self.running_mean if use_running else None,
+            self.running_var if use_running else None,
+            self.weight,
+            self.bias,
+            self.mean_weight,
+            self.var_weight,
+            bn_training,
+            factor,
+            self.eps,
+        )
+        if count:  # after the call, so that a refused batch is not counted
+            self.num_batches_tracked.add_(1)
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class SwitchableNorm1d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, L), L > 1."""
+
+    _ndim = 3
+
+
+class SwitchableNorm2d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, H, W), H * W > 1."""
+
+    _ndim = 4
+
+
+class SwitchableNorm3d(_SwitchableNorm):
+    """Switchable Normalization over (N, C, D, H, W), D * H * W > 1."""
+
+    _ndim = 5
+
+
 # convert
 
 _OURS = {
@@ -691,14 +991,15 @@ _OURS = {
     torch.nn.InstanceNorm2d: InstanceNorm2d,
     torch.nn.InstanceNorm3d: InstanceNorm3d,
     torch.nn.GroupNorm: GroupNorm,
+    torch.nn.RMSNorm: RMSNorm,
 }
 
 
 def convert(module: torch.nn.Module) -> torch.nn.Module:
     """Make every torch.nn norm layer in module, recursively, one of ours, in place; returns module.
 
-    Converted are the exact classes BatchNorm1d/2d/3d, LayerNorm, InstanceNorm1d/2d/3d and GroupNorm: not their
-    subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. convert works in place, as
+    Converted are the exact classes BatchNorm1d/2d/3d, LayerNorm, InstanceNorm1d/2d/3d, GroupNorm and RMSNorm:
+    not their subclasses (ours among them), nor SyncBatchNorm, whose forward is collective. convert works in place, as
     torch.nn.SyncBatchNorm.convert_sync_batchnorm does, but on the norm layers themselves rather than on the
     containers holding them: each layer stays the same object, its class set to ours (which adds no state and
     overrides only ``forward``). So it keeps its parameters and buffers (an optimizer built before still
