@@ -1,6 +1,8 @@
 """normkernels.nn: each layer against its torch.nn twin over training and eval steps (y, dx, parameter
-gradients, running statistics), state dicts both ways, and every misuse named. The cuda cases use tiny shapes:
-without a GPU they run in the simulator process that test_cuda_simulator.py starts."""
+gradients, running statistics), state dicts both ways, and every misuse named. The Switchable layers, which
+torch.nn lacks, are checked against a plain torch composition (``SwitchableReference``, also used by
+test_torch_modules.py). The cuda cases use tiny shapes: without a GPU they run in the simulator process that
+test_cuda_simulator.py starts."""
 
 import math
 from typing import NamedTuple
@@ -41,6 +43,9 @@ RUNNING = {
     "InstanceNorm1d": (3, ((4, 3, 6), (3, 6))),  # batched and unbatched
     "InstanceNorm2d": (3, ((2, 3, 4, 3), (3, 4, 3))),
     "InstanceNorm3d": (2, ((2, 2, 3, 2, 2), (2, 2, 2, 3))),
+    "SwitchableNorm1d": (3, ((4, 3, 5), (2, 3, 6))),
+    "SwitchableNorm2d": (3, ((4, 3, 3, 2), (2, 3, 2, 5))),
+    "SwitchableNorm3d": (2, ((2, 2, 3, 2, 2),)),
 }
 CONFIGS = [c for name, (features, shapes) in RUNNING.items() for c in _running_configs(name, features, shapes)] + [
     Config("BatchNorm2d-no-bias", "BatchNorm2d", (3,), dict(bias=False), ((4, 3, 2, 2),)),
@@ -51,6 +56,9 @@ CONFIGS = [c for name, (features, shapes) in RUNNING.items() for c in _running_c
     Config("GroupNorm-affine", "GroupNorm", (2, 6), {}, ((3, 6, 5), (2, 6, 2, 2))),
     Config("GroupNorm-no-bias", "GroupNorm", (3, 6), dict(bias=False), ((3, 6, 4),)),
     Config("GroupNorm-plain", "GroupNorm", (1, 4), dict(affine=False), ((5, 4),)),
+    Config("RMSNorm-2d", "RMSNorm", ((4, 3),), {}, ((2, 5, 4, 3), (4, 3))),  # leading dims, and none
+    Config("RMSNorm-eps", "RMSNorm", (6,), dict(eps=1e-3), ((3, 6),)),
+    Config("RMSNorm-plain", "RMSNorm", (6,), dict(elementwise_affine=False), ((2, 3, 6),)),
 ]
 CUDA_CONFIGS = [
     Config("BatchNorm1d-affine", "BatchNorm1d", (3,), {}, ((4, 3), (2, 3, 3))),
@@ -65,8 +73,60 @@ CUDA_CONFIGS = [
     Config("InstanceNorm2d-affine", "InstanceNorm2d", (2,), dict(affine=True), ((2, 2, 2, 2),)),
     Config("LayerNorm", "LayerNorm", (4,), {}, ((3, 4),)),
     Config("GroupNorm", "GroupNorm", (2, 4), {}, ((2, 4, 3),)),
+    Config("RMSNorm", "RMSNorm", (4,), {}, ((3, 4),)),
+    Config("SwitchableNorm1d-affine-m-None", "SwitchableNorm1d", (2,), dict(momentum=None), ((2, 2, 3),)),
 ]
 TRAIN_STEPS, EVAL_STEPS = 3, 2
+LEARNING_RATE = 0.1
+PARAMETERS = ("weight", "bias", "mean_weight", "var_weight")  # every name a layer's parameter may have
+
+
+def switchable_composition(torch, x, weight, bias, mean_weight, var_weight, running, eps):
+    """Switchable Normalization written out in torch ops, for autograd: the instance, layer and batch statistics
+    by torch.mean / torch.var(unbiased=False) over their axes, mixed by softmaxes of the logits. running =
+    (running_mean, running_var) replaces the batch statistics (eval), as constants."""
+    spatial = tuple(range(2, x.dim()))
+
+    def stats(dims):
+        return x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+
+    per_channel = (1, -1) + (1,) * len(spatial)
+    mean_in, var_in = stats(spatial)
+    mean_ln, var_ln = stats((1, *spatial))
+    mean_bn, var_bn = stats((0, *spatial)) if running is None else (r.view(per_channel) for r in running)
+    w, v = torch.softmax(mean_weight, 0), torch.softmax(var_weight, 0)
+    mean = w[0] * mean_in + w[1] * mean_ln + w[2] * mean_bn
+    var = v[0] * var_in + v[1] * var_ln + v[2] * var_bn
+    y = (x - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight.view(per_channel) + bias.view(per_channel)
+    return y
+
+
+def switchable_reference(torch, name: str):
+    """The class SwitchableNorm<k>d is checked against: torch.nn's BatchNorm<k>d with mean_weight and var_weight
+    (ones) added, whose forward is switchable_composition. Its running statistics are kept by torch's own
+    BatchNorm forward, run on the side without gradients (so momentum, momentum None, num_batches_tracked and
+    tracking turned off are torch's), and used in eval as torch's BatchNorm uses them. Its constructor, its
+    parameters and buffers and their state dict order are those the Switchable layers promise."""
+    base = getattr(torch.nn, name.replace("Switchable", "Batch"))
+
+    class SwitchableReference(base):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, **factory):
+            super().__init__(num_features, eps, momentum, affine, track_running_stats, **factory)
+            self.mean_weight = torch.nn.Parameter(torch.ones(3, **factory))
+            self.var_weight = torch.nn.Parameter(torch.ones(3, **factory))
+
+        def forward(self, x):
+            batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+            with torch.no_grad():
+                super().forward(x)  # only for its update of the running statistics (none in eval)
+            running = None if batch_stats else (self.running_mean, self.running_var)
+            return switchable_composition(
+                torch, x, self.weight, self.bias, self.mean_weight, self.var_weight, running, self.eps
+            )
+
+    return SwitchableReference
 
 
 def _ours(config: Config, **kwargs):
@@ -74,8 +134,11 @@ def _ours(config: Config, **kwargs):
 
 
 def _twin(torch, config: Config, **kwargs):
+    """torch.nn's layer of the same name, or for the Switchable layers the torch composition."""
+    if config.name.startswith("Switchable"):
+        return switchable_reference(torch, config.name)(*config.args, **config.kwargs, **kwargs)
     cls = getattr(torch.nn, config.name)
-    if "bias=" not in repr(cls(*config.args)):
+    if "bias=" in repr(_ours(config)) and "bias=" not in repr(cls(*config.args)):
         pytest.skip(f"this PyTorch's {config.name} predates its bias argument")
     return cls(*config.args, **config.kwargs, **kwargs)
 
@@ -93,11 +156,11 @@ def _randomize(layer, rng) -> None:
 
 
 def _step(layer, x, dy) -> dict:
+    """y, dx, <parameter>_grad of each parameter name the layer has (None where built without it), buffers."""
     y = layer(x)
     dx = layer.backward(dy)
-    return {"y": y, "dx": dx, "weight_grad": layer.weight_grad, "bias_grad": layer.bias_grad} | dict(
-        layer.named_buffers()
-    )
+    grads = {f"{n}_grad": getattr(layer, f"{n}_grad") for n in PARAMETERS if hasattr(layer, n)}
+    return {"y": y, "dx": dx} | grads | dict(layer.named_buffers())
 
 
 def _twin_step(torch, twin, x, dy) -> dict:
@@ -105,25 +168,34 @@ def _twin_step(torch, twin, x, dy) -> dict:
     twin.zero_grad()
     ty = twin(tx)
     ty.backward(torch.tensor(dy, dtype=torch.float64))
-    grads = {n: None if getattr(twin, n) is None else getattr(twin, n).grad.numpy() for n in ("weight", "bias")}
-    return {
-        "y": ty.detach().numpy(),
-        "dx": tx.grad.numpy(),
-        "weight_grad": grads["weight"],
-        "bias_grad": grads["bias"],
-    } | {n: b.numpy() for n, b in twin.named_buffers()}
+    params = {n: getattr(twin, n) for n in PARAMETERS if hasattr(twin, n)}
+    grads = {f"{n}_grad": None if p is None else p.grad.numpy() for n, p in params.items()}
+    return {"y": ty.detach().numpy(), "dx": tx.grad.numpy()} | grads | {n: b.numpy() for n, b in twin.named_buffers()}
+
+
+def _sgd(torch, ours, twin) -> None:
+    """An SGD step on our parameters, then the twin's parameters set to ours: the next step starts both from
+    the same values (float32 ones are exact in float64), so only that step's rounding is compared."""
+    for name, a in ours.named_parameters():
+        a -= LEARNING_RATE * getattr(ours, f"{name}_grad")
+        with torch.no_grad():
+            getattr(twin, name).copy_(torch.as_tensor(a))
 
 
 @pytest.mark.parametrize("backend, config", backend_case_params(CONFIGS, CUDA_CONFIGS))
 def test_layers_match_torch_in_training_then_eval(backend, config, dtype):
-    """Several training steps then eval steps: y, dx, the parameter gradients and the buffers after each step
-    against the float64 torch twin fed the same values; the buffers are updated in place; x and dy untouched."""
+    """Several training steps then eval steps, with an SGD step after each: y, dx, the parameter gradients and
+    the buffers after each step against the float64 torch twin fed the same values; the buffers are updated in
+    place; x and dy untouched."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     ours = _ours(config, dtype=dtype, backend=backend)
     _randomize(ours, rng)
     twin = _twin(torch, config, dtype=torch.float64)
     twin.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
+    if config.name == "RMSNorm" and ours.eps is None:
+        # eps None is the machine epsilon of x's dtype: the float64 twin would take float64's for a float32 x
+        twin.eps = float(np.finfo(dtype).eps)
     buffers = dict(ours.named_buffers())
     tol = compare.kernel_tolerance(dtype)
     for step in range(TRAIN_STEPS + EVAL_STEPS):
@@ -148,6 +220,7 @@ def test_layers_match_torch_in_training_then_eval(backend, config, dtype):
                 compare.assert_close(value, want[name], tol, what=what)
         np.testing.assert_array_equal(x, x_before)
         np.testing.assert_array_equal(dy, dy_before)
+        _sgd(torch, ours, twin)
     assert all(getattr(ours, n) is a for n, a in buffers.items()), "running buffers are updated in place"
 
 
@@ -159,14 +232,25 @@ def test_backend_is_kept_and_shown(backend):
     assert repr(layer) == torch_repr + (")" if backend == "cpu" else ", backend='cuda')")
 
 
+def _state_twin(torch, config: Config, **kwargs):
+    """The module whose state dict and repr ours must have: torch.nn's, or for the Switchable layers
+    normkernels.torch's (nn <-> torch in both directions)."""
+    if config.name.startswith("Switchable"):
+        import normkernels.torch as nkt
+
+        return getattr(nkt, config.name)(*config.args, **config.kwargs, **kwargs)
+    return _twin(torch, config, **kwargs)
+
+
 @cpu_only
 @pytest.mark.parametrize("config", [pytest.param(c, id=c.id) for c in CONFIGS])
 def test_state_dict_round_trips_with_torch(config):
     """torch -> ours loads the torch state_dict as it is; ours -> torch loads ours with torch.as_tensor. Keys,
-    their order, parameter and buffer names, values and repr are torch's."""
+    their order, parameter and buffer names, values and repr are torch's (normkernels.torch's for the
+    Switchable layers)."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    twin = _twin(torch, config)
+    twin = _state_twin(torch, config)
     with torch.no_grad():
         for p in twin.parameters():
             p.uniform_(0.5, 1.5)
@@ -186,7 +270,7 @@ def test_state_dict_round_trips_with_torch(config):
     ours.backward(ours(x))
     for name, a in ours.named_parameters():
         a -= 0.1 * getattr(ours, f"{name}_grad")
-    fresh = _twin(torch, config)
+    fresh = _state_twin(torch, config)
     fresh.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})
     for key, value in fresh.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), ours.state_dict()[key], err_msg=key)
@@ -214,6 +298,26 @@ def test_running_statistics_by_hand():
     y = inorm.eval()(x)  # eval: each channel with its running statistics
     expected = (x - inorm.running_mean[:, None]) / np.sqrt(inorm.running_var[:, None] + inorm.eps)
     np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@cpu_only
+def test_switchable_running_statistics_by_hand():
+    """Without torch: the Switchable layers keep batch norm's running statistics (momentum None: the plain
+    average of the batch means and unbiased variances); in eval, with the batch weight dominant (logit 50 against
+    0: the others weigh e^-50), the layer is batch norm's eval with them."""
+    rng = np.random.default_rng(6)
+    batches = [rng.standard_normal((5, 2, 3)) * (i + 1) + i for i in range(3)]
+    sn = nn.SwitchableNorm1d(2, momentum=None, dtype=np.float64)
+    for x in batches:
+        sn(x)
+    assert sn.num_batches_tracked == 3
+    np.testing.assert_allclose(sn.running_mean, np.mean([x.mean(axis=(0, 2)) for x in batches], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sn.running_var, np.mean([x.var(axis=(0, 2), ddof=1) for x in batches], axis=0))
+    sn.mean_weight[...] = sn.var_weight[...] = [0.0, 0.0, 50.0]
+    y = sn.eval()(batches[0])
+    expected = (batches[0] - sn.running_mean[:, None]) / np.sqrt(sn.running_var[:, None] + sn.eps)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert sn.num_batches_tracked == 3  # eval counts nothing
 
 
 @cpu_only
@@ -484,6 +588,57 @@ BAD_INPUT = [
         nn.InstanceNorm1d(3),
         X4[:, :, 0, :1],
     ),
+    (
+        "RMSNorm trailing dims",
+        ValueError,
+        r"RMSNorm: Given normalized_shape=\[3, 4\], expected input with shape \[\*, 3, 4\], but got input of size",
+        nn.RMSNorm((3, 4)),
+        X4,
+    ),
+    (
+        "RMSNorm x int64",
+        TypeError,
+        "RMSNorm: expected x to have dtype float32 or float64",
+        nn.RMSNorm(4),
+        X4.astype(int),
+    ),
+    (
+        "SwitchableNorm2d 3-D",
+        ValueError,
+        r"SwitchableNorm2d: expected 4D input \(got 3D input\)",
+        nn.SwitchableNorm2d(3),
+        X4[0],
+    ),
+    (
+        "SwitchableNorm1d (N, C)",  # BatchNorm1d's 2-D case has no spatial dims, so no instance statistics
+        ValueError,
+        r"SwitchableNorm1d: expected 3D input \(got 2D input\)",
+        nn.SwitchableNorm1d(3),
+        X4[:, :, 0, 0],
+    ),
+    ("SwitchableNorm3d 4-D", ValueError, r"expected 5D input \(got 4D input\)", nn.SwitchableNorm3d(3), X4),
+    (
+        "SwitchableNorm2d channels, nothing that needs them",
+        ValueError,
+        r"SwitchableNorm2d: expected input's size at dim=1 to match num_features \(4\), but got: 3\.",
+        nn.SwitchableNorm2d(4, affine=False, track_running_stats=False),
+        X4,
+    ),
+    (
+        "SwitchableNorm1d, one spatial element",
+        ValueError,
+        r"SwitchableNorm1d: expected more than 1 spatial element \(the instance statistics are taken over them\), "
+        r"got input size \[2, 3, 1\]",
+        nn.SwitchableNorm1d(3),
+        X4[:, :, 0, :1],
+    ),
+    (
+        "SwitchableNorm2d eval, one spatial element",  # the instance statistics are the input's in eval too
+        ValueError,
+        r"SwitchableNorm2d: expected more than 1 spatial element",
+        nn.SwitchableNorm2d(3).eval(),
+        X4[:, :, :1, :1],
+    ),
 ]
 
 
@@ -648,6 +803,51 @@ BAD_CONSTRUCTOR = [
         r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)",
         lambda: nn.GroupNorm(4, 6),
     ),
+    (
+        "RMSNorm normalized_shape ()",
+        ValueError,
+        "RMSNorm: expected normalized_shape to be at least",
+        lambda: nn.RMSNorm(()),
+    ),
+    ("RMSNorm normalized_shape 2.0", TypeError, "normalized_shape to be an int or a tuple", lambda: nn.RMSNorm(2.0)),
+    (
+        "RMSNorm eps negative",
+        ValueError,
+        r"RMSNorm: expected eps to be a finite number in \[0.0",
+        lambda: nn.RMSNorm(3, -1.0),
+    ),
+    ("RMSNorm eps a string", TypeError, "RMSNorm: expected eps to be a real number", lambda: nn.RMSNorm(3, "1e-6")),
+    (
+        "RMSNorm elementwise_affine 1",
+        TypeError,
+        "expected elementwise_affine to be a bool",
+        lambda: nn.RMSNorm(3, None, 1),
+    ),
+    ("RMSNorm bias", TypeError, "unexpected keyword argument 'bias'", lambda: nn.RMSNorm(3, bias=False)),
+    (
+        "SwitchableNorm2d num_features 0",
+        ValueError,
+        "SwitchableNorm2d: expected num_features to be a positive",
+        lambda: nn.SwitchableNorm2d(0),
+    ),
+    (
+        "SwitchableNorm1d momentum '0.1'",
+        TypeError,
+        "SwitchableNorm1d: expected momentum to be a real number",
+        lambda: nn.SwitchableNorm1d(3, momentum="0.1"),
+    ),
+    (
+        "SwitchableNorm3d affine None",
+        TypeError,
+        "SwitchableNorm3d: expected affine to be a bool",
+        lambda: nn.SwitchableNorm3d(3, affine=None),
+    ),
+    (
+        "SwitchableNorm2d dtype float16",
+        TypeError,
+        "expected dtype float32 or float64",
+        lambda: nn.SwitchableNorm2d(3, dtype=np.float16),
+    ),
 ]
 
 
@@ -715,6 +915,8 @@ def test_backward_uses_the_forward_s_x_and_weight_even_if_they_change():
         Config("BatchNorm2d", "BatchNorm2d", (3,), {}, ((4, 3, 2, 2),)),
         Config("InstanceNorm2d", "InstanceNorm2d", (3,), dict(affine=True, track_running_stats=True), ((2, 3, 3, 2),)),
         Config("LayerNorm", "LayerNorm", ((3, 2),), {}, ((4, 3, 2),)),
+        Config("RMSNorm", "RMSNorm", ((3, 2),), dict(eps=1e-5), ((4, 3, 2),)),
+        Config("SwitchableNorm2d", "SwitchableNorm2d", (3,), {}, ((4, 3, 2, 2),)),
     ],
     ids=lambda c: c.id,
 )
@@ -733,7 +935,7 @@ def test_float32_parameters_take_float64_input(config):
         got, want = _step(mixed, x, dy), _step(double, x, dy)
         assert got["y"].dtype == got["dx"].dtype == np.float64
         for name, value in got.items():
-            if name in ("weight_grad", "bias_grad", "running_mean", "running_var"):
+            if name.endswith("_grad") or name in ("running_mean", "running_var"):
                 assert value.dtype == np.float32, name
             compare.assert_close(value, want[name], tol, what=f"{config.id} step {step} {name}")
 
@@ -754,3 +956,44 @@ def test_parameters_and_buffers_are_the_layer_s_arrays_initialized_as_torch():
     assert plain.parameters() == [] and plain.buffers() == [] and plain.state_dict() == {}
     assert plain.weight is None and plain.bias is None and plain.normalized_shape == (3,)
     assert nn.BatchNorm1d(3, dtype=None).weight.dtype == np.float32  # None is torch's default, not NumPy's
+
+
+@cpu_only
+def test_switchable_parameters_buffers_and_gradients():
+    """Parameters in state-dict order, initialized as the authors' code (weight 1, bias 0, an equal mix of
+    logits 1), BatchNorm's buffers; backward sets all four gradients and zero_grad clears them; without affine
+    only the mixing logits are parameters."""
+    layer = nn.SwitchableNorm2d(4, dtype=np.float64)
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias", "mean_weight", "var_weight"]
+    assert [n for n, _ in layer.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
+    assert list(layer.state_dict()) == [n for n, _ in layer.named_parameters() + layer.named_buffers()]
+    for name, want in (("weight", 1.0), ("bias", 0.0), ("mean_weight", 1.0), ("var_weight", 1.0)):
+        a = getattr(layer, name)
+        assert a.dtype == np.float64 and np.all(a == want), name
+    assert layer.mean_weight.shape == layer.var_weight.shape == (3,)
+    x = np.random.default_rng(10).standard_normal((2, 4, 3, 3))
+    layer.backward(layer(x) ** 2)
+    for name in ("weight", "bias", "mean_weight", "var_weight"):
+        grad = getattr(layer, f"{name}_grad")
+        assert grad.shape == getattr(layer, name).shape and np.any(grad != 0), name
+    layer.zero_grad()
+    assert all(getattr(layer, f"{n}_grad") is None for n in ("weight", "bias", "mean_weight", "var_weight"))
+    plain = nn.SwitchableNorm1d(3, affine=False, track_running_stats=False)
+    assert [n for n, _ in plain.named_parameters()] == ["mean_weight", "var_weight"] and plain.buffers() == []
+    plain.backward(plain(x[:, :3, 0]))
+    assert plain.weight_grad is None and plain.bias_grad is None and plain.mean_weight_grad.shape == (3,)
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "num_batches_tracked"'):
+        layer.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "num_batches_tracked"})
+
+
+@cpu_only
+def test_rms_norm_has_torch_s_attributes():
+    """torch.nn.RMSNorm has no bias: neither attribute nor gradient nor state-dict key; eps None is kept."""
+    layer = nn.RMSNorm([2, 3])
+    assert layer.normalized_shape == (2, 3) and layer.eps is None and layer.elementwise_affine
+    assert not hasattr(layer, "bias") and not hasattr(layer, "bias_grad")
+    assert list(layer.state_dict()) == ["weight"] and layer.weight.dtype == np.float32
+    assert np.all(layer.weight == 1.0) and layer.weight_grad is None
+    plain = nn.RMSNorm(3, 1e-6, False)
+    assert plain.parameters() == [] and plain.state_dict() == {} and plain.weight is None
+    assert repr(plain) == "RMSNorm((3,), eps=1e-06, elementwise_affine=False)"
