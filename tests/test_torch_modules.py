@@ -1,5 +1,6 @@
 """normkernels.torch against PyTorch: gradcheck of every Function, every module beside its torch twin over
-training and eval steps, the zero-copy hand-over, convert(model), errors, and (with a GPU) CUDA tensors."""
+training and eval steps, the zero-copy hand-over, convert(model), errors, and (with a GPU) CUDA tensors. The
+Switchable modules, which torch.nn lacks, have for twin the plain torch composition of test_nn.py."""
 
 import copy
 import subprocess
@@ -9,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from test_nn import switchable_reference
 
 from verify import compare
 
@@ -29,6 +31,7 @@ TORCH_NORMS = (
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
     nn.GroupNorm,
+    nn.RMSNorm,
 )
 TORCH_NN = SimpleNamespace(**(vars(nn) | vars(F)))  # torch's modules and functionals, named as in nkt
 
@@ -59,6 +62,8 @@ def _gradcheck_cases():
     wl, bl = _leaf(4, 5, seed=8, offset=1.0), _leaf(4, 5, seed=9)
     rm, rv = _running(3)
     rm4, rv4 = _running(4)
+    mw, vw = _leaf(3, seed=10), _leaf(3, seed=11)  # the mixing logits: no two alike, so each statistic matters
+    x4b = _leaf(3, 3, 2, 2, seed=12, scale=1.5, offset=0.5)
 
     def bn(training, with_running=True, c_rm=rm, c_rv=rv):
         def f(x, *affine):
@@ -71,6 +76,13 @@ def _gradcheck_cases():
         def f(x, *affine):
             run = (c_rm.clone(), c_rv.clone()) if with_running else (None, None)
             return nkt.instance_norm(x, *run, *affine, use_input_stats=use_input_stats)
+
+        return f
+
+    def sn(training, with_running=True):
+        def f(x, weight, bias, *mixing):
+            run = (rm.clone(), rv.clone()) if with_running else (None, None)
+            return nkt.switchable_norm(x, *run, weight, bias, *mixing, training=training)
 
         return f
 
@@ -98,6 +110,16 @@ def _gradcheck_cases():
         ("instance_norm-running-stats-only-affine", inn(False, True), (x4, w, b)),
         ("instance_norm-running-stats-only", inn(False, True), (x4,)),
         ("instance_norm-1d-running-affine", inn(True, True, rm4, rv4), (x3, w4, b4)),
+        ("rms_norm-weight", lambda x, w: nkt.rms_norm(x, (4, 5), w), (x3, wl)),
+        ("rms_norm", lambda x: nkt.rms_norm(x, [5]), (x3,)),
+        ("rms_norm-eps", lambda x, w: nkt.rms_norm(x, (5,), w[0], 0.1), (x3, wl)),
+        ("switchable_norm-train-running-affine", sn(True), (x4, w, b, mw, vw)),
+        ("switchable_norm-train-affine", sn(True, with_running=False), (x4b, w, b, mw, vw)),
+        ("switchable_norm-eval-affine", sn(False), (x4, w, b, mw, vw)),
+        ("switchable_norm-train", lambda x, *mixing: sn(True)(x, None, None, *mixing), (x3[:, :3], mw, vw)),
+        ("switchable_norm-eval", lambda x, *mixing: sn(False)(x, None, None, *mixing), (x4b, mw, vw)),
+        ("switchable_norm-bias-only", lambda x, b, *mixing: sn(True)(x, None, b, *mixing), (x4, b, mw, vw)),
+        ("switchable_norm-weight-only", lambda x, w, *mixing: sn(True)(x, w, None, *mixing), (x4b, w, mw, vw)),
     ]
 
 
@@ -113,7 +135,10 @@ def test_functional_matches_torch_functional():
     x, w, b = _leaf(4, 3, 5), _leaf(3, seed=1), _leaf(3, seed=2)
     ours_rm, ours_rv = _running(3)
     torch_rm, torch_rv = ours_rm.clone(), ours_rv.clone()
+    w35 = _leaf(3, 5, seed=3)
     pairs = [
+        (nkt.rms_norm(x, [3, 5], w35), F.rms_norm(x, [3, 5], w35)),
+        (nkt.rms_norm(x, [5], None, 1e-3), F.rms_norm(x, [5], None, 1e-3)),
         (nkt.batch_norm(x, ours_rm, ours_rv, w, b, True, 0.3), F.batch_norm(x, torch_rm, torch_rv, w, b, True, 0.3)),
         (nkt.layer_norm(x, [3, 5], None, None, 1e-3), F.layer_norm(x, [3, 5], None, None, 1e-3)),
         (nkt.group_norm(x, 3, w, b, 1e-4), F.group_norm(x, 3, w, b, 1e-4)),
@@ -125,6 +150,36 @@ def test_functional_matches_torch_functional():
         compare.assert_close(got.detach(), want.detach(), tol, what=f"pair {i}")
     compare.assert_close(ours_rm, torch_rm, tol, what="running_mean")
     compare.assert_close(ours_rv, torch_rv, tol, what="running_var")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_switchable_functional_matches_the_composition(training):
+    """y, every gradient, and the running statistics moved as F.batch_norm moves them (momentum 0.3)."""
+    g = torch.Generator().manual_seed(4)
+    x, dy = (torch.randn(3, 4, 2, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    params = [torch.rand(4, generator=g, dtype=torch.float64) + 0.5, torch.randn(4, generator=g, dtype=torch.float64)]
+    params += [torch.randn(3, generator=g, dtype=torch.float64) for _ in range(2)]
+    running = _running(4)
+    results = []
+    for ours in (True, False):
+        xi, (wi, bi, mwi, vwi) = x.clone().requires_grad_(), [p.clone().requires_grad_() for p in params]
+        rm, rv = (r.clone() for r in running)
+        if ours:
+            y = nkt.switchable_norm(xi, rm, rv, wi, bi, mwi, vwi, training, 0.3, 1e-4)
+        else:
+            y = switchable_composition(xi, wi, bi, mwi, vwi, None if training else (rm, rv), 1e-4)
+            if training:
+                F.batch_norm(x, rm, rv, training=True, momentum=0.3)
+        y.backward(dy)
+        results.append(
+            {"y": y.detach(), "rm": rm, "rv": rv}
+            | {n: t.grad for n, t in zip("xwbmv", (xi, wi, bi, mwi, vwi), strict=True)}
+        )
+    got, want = results
+    tol = compare.kernel_tolerance(np.float64)
+    for name in want:
+        compare.assert_close(got[name], want[name], tol, what=name)
+    assert torch.equal(results[0]["rm"], running[0]) != training  # moved in training, left alone in eval
 
 
 def test_backward_is_once_differentiable():
@@ -189,7 +244,33 @@ MODULE_CASES = [
     ),
     ModuleCase("GroupNorm", "GroupNorm", (2, 4), {}, (3, 4, 5)),
     ModuleCase("GroupNorm-2d-affine-False", "GroupNorm", (4, 4), {"affine": False}, (3, 4, 3, 2)),
+    ModuleCase("RMSNorm", "RMSNorm", ((4, 5),), {}, (3, 2, 4, 5)),
+    ModuleCase("RMSNorm-eps", "RMSNorm", (5,), {"eps": 1e-3}, (3, 4, 5)),
+    ModuleCase("RMSNorm-affine-False", "RMSNorm", (5,), {"elementwise_affine": False}, (3, 4, 5)),
 ]
+# torch.nn has no twin: each is checked against test_nn's composition, built by the same arguments
+SWITCHABLE_CASES = [
+    ModuleCase("SwitchableNorm1d", "SwitchableNorm1d", (3,), {}, (4, 3, 5)),
+    ModuleCase("SwitchableNorm1d-momentum-None", "SwitchableNorm1d", (3,), {"momentum": None}, (4, 3, 5)),
+    ModuleCase("SwitchableNorm2d", "SwitchableNorm2d", (3,), {}, (4, 3, 5, 2)),
+    ModuleCase(
+        "SwitchableNorm2d-affine-False", "SwitchableNorm2d", (3,), {"affine": False, "momentum": 0.3}, (4, 3, 5, 2)
+    ),
+    ModuleCase("SwitchableNorm2d-no-running", "SwitchableNorm2d", (3,), {"track_running_stats": False}, (4, 3, 5, 2)),
+    ModuleCase("SwitchableNorm3d", "SwitchableNorm3d", (3,), {"eps": 1e-3}, (2, 3, 2, 3, 2)),
+]
+
+
+def switchable_composition(x, weight, bias, mean_weight, var_weight, running, eps):
+    from test_nn import switchable_composition as composition
+
+    return composition(torch, x, weight, bias, mean_weight, var_weight, running, eps)
+
+
+def torch_twin_class(name: str):
+    """torch.nn's class of that name, or for the Switchable modules the composition."""
+    return switchable_reference(torch, name) if name.startswith("Switchable") else getattr(nn, name)
+
 
 TRAIN_STEPS, EVAL_STEPS = 3, 2
 LEARNING_RATE = 0.1
@@ -198,7 +279,7 @@ LEARNING_RATE = 0.1
 def make_twins(case: ModuleCase, dtype, device="cpu"):
     """(torch's module, ours) with the same arguments and state; weight and bias away from their 1 and 0."""
     torch.manual_seed(0)
-    theirs = getattr(nn, case.name)(*case.args, **case.kwargs, dtype=torch_dtype(dtype), device=device)
+    theirs = torch_twin_class(case.name)(*case.args, **case.kwargs, dtype=torch_dtype(dtype), device=device)
     with torch.no_grad():
         for p in theirs.parameters():
             p.uniform_(0.5, 1.5)
@@ -257,7 +338,7 @@ def assert_twin_steps_match(case: ModuleCase, dtype, device="cpu"):
     return seen
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", MODULE_CASES + SWITCHABLE_CASES, ids=lambda c: c.id)
 def test_module_matches_torch_twin(case, dtype):
     seen = assert_twin_steps_match(case, dtype)
     module = getattr(nkt, case.name)(*case.args, **case.kwargs)
@@ -272,6 +353,59 @@ def test_module_is_torch_class_with_torch_state(case):
     assert type(ours).__name__ == type(theirs).__name__
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert repr(ours) == repr(theirs)
+
+
+def test_switchable_modules_hold_what_normkernels_nn_holds():
+    """Parameters and buffers by name and order, initial values (the authors' equal mix), repr, and the state
+    dict keys of normkernels.nn's layer; without affine or tracking, the same Nones as torch's BatchNorm."""
+    from normkernels import nn as nkn
+
+    for dims in (1, 2, 3):
+        name = f"SwitchableNorm{dims}d"
+        ours, numpy_layer = getattr(nkt, name)(4, momentum=None), getattr(nkn, name)(4, momentum=None)
+        assert [n for n, _ in ours.named_parameters()] == ["weight", "bias", "mean_weight", "var_weight"]
+        assert [n for n, _ in ours.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
+        assert list(ours.state_dict()) == list(numpy_layer.state_dict())
+        assert (
+            repr(ours)
+            == repr(numpy_layer)
+            == f"{name}(4, eps=1e-05, momentum=None, affine=True, track_running_stats=True)"
+        )
+        for key, value in ours.state_dict().items():
+            assert value.dtype == torch_dtype(numpy_layer.state_dict()[key].dtype), key
+            np.testing.assert_array_equal(value.numpy(), numpy_layer.state_dict()[key], err_msg=key)
+    plain = nkt.SwitchableNorm2d(3, affine=False, track_running_stats=False)
+    assert (
+        plain.weight is None and plain.bias is None and plain.running_mean is None and plain.num_batches_tracked is None
+    )
+    assert list(plain.state_dict()) == ["mean_weight", "var_weight"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "num_batches_tracked"'):
+        nkt.SwitchableNorm2d(3).load_state_dict(
+            {k: v for k, v in nkt.SwitchableNorm2d(3).state_dict().items() if k != "num_batches_tracked"}
+        )
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(
+    "name, shape",
+    [("SwitchableNorm1d", (3, 2, 4)), ("SwitchableNorm2d", (2, 2, 2, 3)), ("SwitchableNorm3d", (2, 2, 3, 1, 2))],
+)
+def test_switchable_module_gradcheck(name, shape, training):
+    """The module itself (BatchNorm's forward logic around switchable_norm), its four parameters as inputs."""
+    module = getattr(nkt, name)(2, dtype=torch.float64).train(training)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for t in list(module.parameters()) + [module.running_mean]:
+            t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64))
+        module.running_var.uniform_(0.5, 1.5, generator=g)
+    names = [n for n, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+
+    def f(x, *params):
+        return torch.func.functional_call(module, dict(zip(names, params, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), raise_exception=True)
 
 
 def test_training_steps_change_the_running_statistics():
@@ -296,7 +430,7 @@ def test_non_contiguous_input_matches_torch():
 
 def _in_place_cases():
     """Every module class; instance norm batched and unbatched, with and without running statistics."""
-    cases = [c for c in MODULE_CASES if not c.name.startswith("InstanceNorm")]
+    cases = [c for c in MODULE_CASES + SWITCHABLE_CASES if not c.name.startswith("InstanceNorm")]
     for dims in (1, 2, 3):
         name, spatial = f"InstanceNorm{dims}d", (4, 3, 2)[:dims]
         for tracked in (False, True):
@@ -341,6 +475,18 @@ def test_running_statistics_updated_in_place():
     assert (mean.data_ptr(), var.data_ptr()) == pointers
     assert float(mean.min()) > 0.1  # moved towards the batch mean (3) from 0
     assert mean._version > version  # autograd sees the in-place update, as with torch's own
+
+
+def test_switchable_running_statistics_updated_in_place():
+    m = nkt.SwitchableNorm2d(3)
+    mean, var = m.running_mean, m.running_var
+    pointers, version = (mean.data_ptr(), var.data_ptr()), mean._version
+    m(torch.randn(4, 3, 2, 2) + 3)
+    assert m.running_mean is mean and m.running_var is var and (mean.data_ptr(), var.data_ptr()) == pointers
+    assert float(mean.min()) > 0.1 and mean._version > version and int(m.num_batches_tracked) == 1
+    before = mean.clone()
+    m.eval()(torch.randn(4, 3, 2, 2))
+    assert torch.equal(mean, before) and int(m.num_batches_tracked) == 1  # eval reads them only
 
 
 def test_kernels_see_the_tensors_memory_and_outputs_are_theirs(monkeypatch):
@@ -477,6 +623,51 @@ def _count_kernel_calls(monkeypatch, *names) -> list:
     for name in names or ("batch_norm_forward",):
         monkeypatch.setattr(normkernels, name, spy_on(name))
     return calls
+
+
+class _TinyTransformerBlock(nn.Module):
+    """Pre-norm MLP block as language models use RMSNorm: normalize, project, add."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.RMSNorm(8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.final = nn.RMSNorm([8], eps=1e-5, elementwise_affine=False)
+
+    def forward(self, x):
+        return self.final(x + self.mlp(self.norm(x)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_convert_a_model_with_rms_norm(monkeypatch, dtype):
+    calls = _count_kernel_calls(monkeypatch, "rms_norm_forward")
+    torch.manual_seed(0)
+    model = _TinyTransformerBlock().to(torch_dtype(dtype))
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+    reference = copy.deepcopy(model)
+    weight = model.norm.weight
+    optimizer, reference_optimizer = (torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, reference))
+
+    assert nkt.convert(model) is model
+    assert type(model.norm) is nkt.RMSNorm and type(model.final) is nkt.RMSNorm and model.norm.weight is weight
+    assert model.final.eps == 1e-5 and model.norm.eps is None
+
+    tol = compare.kernel_tolerance(dtype)
+    g = torch.Generator().manual_seed(2)
+    for step in range(3):
+        x = (torch.randn(5, 4, 8, generator=g) * 2 + 1).to(torch_dtype(dtype))
+        outputs = []
+        for net, opt in ((reference, reference_optimizer), (model, optimizer)):
+            opt.zero_grad()
+            out = net(x)
+            out.pow(2).sum().backward()
+            opt.step()
+            outputs.append(out.detach())
+        compare.assert_close(outputs[1], outputs[0], tol, what=f"output, step {step}")
+    assert calls == ["rms_norm_forward"] * 6  # both norms ran ours, at each of the three steps
+    for name, p in model.named_parameters():
+        compare.assert_close(p.detach(), reference.get_parameter(name).detach(), tol, what=name)
 
 
 def test_convert_keeps_root_flags_and_hooks():
@@ -680,6 +871,9 @@ def _value_error_cases():
         ("bn-eval-no-running", lambda m: m.batch_norm(x, None, None, training=False), "running_mean"),
         ("in-weight", lambda m: m.instance_norm(x, None, None, torch.ones(4)), "weight"),
         ("in-eval-no-running", lambda m: m.instance_norm(x, use_input_stats=False), "use_input_stats is false"),
+        ("rms-shape", lambda m: m.RMSNorm(10)(torch.randn(32, 9)), r"Given normalized_shape=\[10\]"),
+        ("rms-empty-shape", lambda m: m.rms_norm(torch.randn(3, 2), ()), "at least 1-dimensional"),
+        ("rms-weight", lambda m: m.rms_norm(x, (4,), torch.ones(3)), "weight"),
     ]
 
 
@@ -753,6 +947,21 @@ def test_one_value_per_channel_is_refused_in_torchs_words(call):
             TypeError,
             "group_norm: expected eps to be a real number, got str",
         ),
+        (
+            lambda: nkt.rms_norm(X_NCL, (5,), eps=-1.0),
+            ValueError,
+            "rms_norm: expected eps to be a finite number in [0.0, inf], got -1.0",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, *MIXING, True, None),
+            TypeError,
+            "switchable_norm: expected momentum to be a real number, got NoneType",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, *MIXING, True, 0.1, float("nan")),
+            ValueError,
+            "switchable_norm: expected eps to be a finite number in [0.0, inf], got nan",
+        ),
     ],
     ids=[
         "bn-momentum-None",
@@ -762,6 +971,9 @@ def test_one_value_per_channel_is_refused_in_torchs_words(call):
         "bn-eps-inf",
         "ln-eps",
         "gn-eps",
+        "rms-eps",
+        "sn-momentum-None",
+        "sn-eps-nan",
     ],
 )
 def test_numbers_are_checked_by_the_functionals_name(call, kind, message):
@@ -771,6 +983,7 @@ def test_numbers_are_checked_by_the_functionals_name(call, kind, message):
 
 
 X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 3
+MIXING = (torch.zeros(3), torch.zeros(3))  # switchable_norm's mean_weight and var_weight
 
 
 @pytest.mark.parametrize(
@@ -842,6 +1055,35 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
             lambda: nkt.group_norm(X_NCL, 3, None, torch.ones(1, 3)),
             "group_norm: expected bias of shape (3,), got (1, 3)",
         ),
+        (lambda: nkt.rms_norm(X_NCL, 5, torch.ones(4)), "rms_norm: expected weight of shape (5,), got (4,)"),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, torch.ones(4), None, *MIXING, True),
+            "switchable_norm: expected weight of shape (3,), got (4,)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, torch.ones(3, 1), *MIXING, True),
+            "switchable_norm: expected bias of shape (3,), got (3, 1)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, torch.zeros(3), torch.ones(2), None, None, *MIXING, True),
+            "switchable_norm: expected running_var of shape (3,), got (2,)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, torch.zeros(2), torch.zeros(3), True),
+            "switchable_norm: expected mean_weight of shape (3,), got (2,)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, torch.zeros(3), torch.zeros(1, 3), True),
+            "switchable_norm: expected var_weight of shape (3,), got (1, 3)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL[:, :, 0], None, None, None, None, *MIXING, True),
+            "switchable_norm: expected input with at least 3 dimensions, got shape (4, 3)",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, *MIXING, False),
+            "switchable_norm: running_mean must be defined in evaluation mode",
+        ),
     ],
     ids=[
         "bn-weight",
@@ -862,6 +1104,14 @@ X_NCL = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))  # C = 
         "ln-bias",
         "gn-weight",
         "gn-bias",
+        "rms-weight",
+        "sn-weight",
+        "sn-bias",
+        "sn-running_var",
+        "sn-mean_weight",
+        "sn-var_weight-2d",
+        "sn-2d-input",
+        "sn-eval-no-running",
     ],
 )
 def test_shape_errors_name_the_callers_arguments(call, message):
@@ -998,8 +1248,21 @@ def test_instance_norm_module_with_running_statistics_checks_num_features(traini
         lambda s: nkt.instance_norm(s.unsqueeze(0)),
         lambda s: nkt.layer_norm(torch.randn(2, 3), 3, s[0]),
         lambda s: nkt.LayerNorm(3)(s),
+        lambda s: nkt.rms_norm(s, 3),
+        lambda s: nkt.switchable_norm(s.unsqueeze(0), None, None, None, None, *MIXING, True),
+        lambda s: nkt.switchable_norm(torch.randn(2, 3, 3), None, None, None, None, s[0], MIXING[1], True),
     ],
-    ids=["layer_norm", "batch_norm", "group_norm", "instance_norm", "sparse-weight", "LayerNorm"],
+    ids=[
+        "layer_norm",
+        "batch_norm",
+        "group_norm",
+        "instance_norm",
+        "sparse-weight",
+        "LayerNorm",
+        "rms_norm",
+        "switchable_norm",
+        "sparse-mean_weight",
+    ],
 )
 def test_sparse_tensors_are_refused_by_kind(call):
     sparse = torch.eye(3).to_sparse()
@@ -1014,8 +1277,10 @@ def test_sparse_tensors_are_refused_by_kind(call):
         (lambda rm, rv: nkt.batch_norm(X_NCL, rm, rv, training=False), "batch_norm"),
         (lambda rm, rv: nkt.instance_norm(X_NCL, rm, rv), "instance_norm"),
         (lambda rm, rv: nkt.instance_norm(X_NCL, rm, rv, use_input_stats=False), "instance_norm"),
+        (lambda rm, rv: nkt.switchable_norm(X_NCL, rm, rv, None, None, *MIXING, True), "switchable_norm"),
+        (lambda rm, rv: nkt.switchable_norm(X_NCL, rm, rv, None, None, *MIXING, False), "switchable_norm"),
     ],
-    ids=["bn-train", "bn-eval", "in-input-stats", "in-running-stats"],
+    ids=["bn-train", "bn-eval", "in-input-stats", "in-running-stats", "sn-train", "sn-eval"],
 )
 @pytest.mark.parametrize("which", ["running_mean", "running_var"])
 def test_running_statistics_requiring_grad_are_refused_as_by_torch(call, name, which):
@@ -1031,6 +1296,95 @@ def test_running_statistics_requiring_grad_are_refused_as_by_torch(call, name, w
     assert torch.equal(rm.detach(), torch.zeros(3)) and torch.equal(rv.detach(), torch.ones(3))  # not updated
     with torch.no_grad():  # as torch: no gradient asked for, nothing to refuse
         call(*statistics())
+
+
+@pytest.mark.parametrize(
+    "call, kind, message",
+    [
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, None, MIXING[1], True),
+            TypeError,
+            "switchable_norm: expected mean_weight to be a torch.Tensor of shape (3,), got None",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, None, None, None, None, MIXING[0], [0.0, 0.0, 0.0], True),
+            TypeError,
+            "switchable_norm: expected var_weight to be a torch.Tensor or None, got list",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL[..., :1], None, None, None, None, *MIXING, True),
+            ValueError,
+            "switchable_norm: expected more than 1 spatial element (the instance statistics are taken over them), "
+            "got input size [4, 3, 1]",
+        ),
+        (
+            lambda: nkt.switchable_norm(X_NCL, torch.zeros(3), None, None, None, *MIXING, True),
+            ValueError,
+            "switchable_norm: expected running_mean and running_var both given or both None",
+        ),
+        (
+            lambda: nkt.SwitchableNorm2d(3)(X_NCL),
+            ValueError,
+            "SwitchableNorm2d: expected 4D input (got 3D input)",
+        ),
+        (
+            lambda: nkt.SwitchableNorm1d(4, affine=False, track_running_stats=False)(X_NCL),
+            ValueError,
+            "SwitchableNorm1d: expected input's size at dim=1 to match num_features (4), but got: 3.",
+        ),
+        (
+            lambda: nkt.SwitchableNorm1d(0),
+            ValueError,
+            "SwitchableNorm1d: expected num_features to be a positive int, got 0",
+        ),
+        (
+            lambda: nkt.SwitchableNorm2d(2.0),
+            TypeError,
+            "SwitchableNorm2d: expected num_features to be an int, got float",
+        ),
+        (
+            lambda: nkt.SwitchableNorm3d(3, eps=-1.0),
+            ValueError,
+            "SwitchableNorm3d: expected eps to be a finite number in [0.0, inf], got -1.0",
+        ),
+        (
+            lambda: nkt.SwitchableNorm2d(3, momentum="0.1"),
+            TypeError,
+            "SwitchableNorm2d: expected momentum to be a real number, got str",
+        ),
+        (
+            lambda: nkt.SwitchableNorm2d(3, affine=1),
+            TypeError,
+            "SwitchableNorm2d: expected affine to be a bool, got int",
+        ),
+    ],
+    ids=[
+        "mean_weight-None",
+        "var_weight-list",
+        "one-spatial-element",
+        "running-pair",
+        "module-ndim",
+        "module-channels",
+        "num_features-0",
+        "num_features-float",
+        "eps-negative",
+        "momentum-str",
+        "affine-int",
+    ],
+)
+def test_switchable_misuse_is_named(call, kind, message):
+    """No torch twin to speak as: our words, naming the function or module and the argument."""
+    with pytest.raises(kind) as got:
+        call()
+    assert str(got.value) == message
+
+
+def test_switchable_refused_batch_is_not_counted():
+    """As normkernels.nn (and unlike torch's BatchNorm, which counts before it checks)."""
+    m = nkt.SwitchableNorm1d(3)
+    with pytest.raises(ValueError):
+        m(X_NCL[..., :1])
+    assert int(m.num_batches_tracked) == 0 and torch.equal(m.running_mean, torch.zeros(3))
 
 
 def test_instance_norm_size_mismatch_without_affine_warns_as_torch():
@@ -1054,7 +1408,11 @@ def test_on_stream_zero_is_the_default_stream():
 
 # CUDA tensors (run on a machine with a GPU and a CUDA build of PyTorch)
 
-CUDA_CASES = [c for c in MODULE_CASES if c.id in ("BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d-tracked")]
+CUDA_CASES = [
+    c
+    for c in MODULE_CASES + SWITCHABLE_CASES
+    if c.id in ("BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d-tracked", "RMSNorm", "SwitchableNorm2d")
+]
 
 
 @CUDA
