@@ -27,8 +27,12 @@ Semantics shared by all of them:
   it accumulates in float64.
 - Inputs, dy and the cache are never modified, and no output aliases an input or the cache.
 
-``IMPLEMENTATIONS`` maps names to factories; ``available(name)`` is False when an optional package (torch, jax,
-numba, scipy) is missing, in which case calling that factory raises ImportError.
+RMSNorm and Switchable Normalization have implementations of their own (``rms_*``, ``switchable_*``; their
+contracts are written above them), forward(x, gamma) and forward(x, gamma, beta, mean_weight, var_weight).
+
+``IMPLEMENTATIONS`` maps names to factories; ``supports(name, norm)`` says which norms each computes;
+``available(name)`` is False when an optional package (torch, jax, numba, scipy) is missing, in which case calling
+that factory raises ImportError.
 """
 
 from __future__ import annotations
@@ -1221,6 +1225,283 @@ def _jax_vjp(norm, *, eps=1e-5, num_groups=None, normalized_shape=None):
     return forward, backward
 
 
+# --- RMSNorm and Switchable Normalization ---------------------------------------------------------------------
+#
+# RMSNorm (Zhang and Sennrich, 2019): y = gamma * x / sqrt(mean(x**2) + eps) over the trailing normalized dims,
+# forward(x, gamma) -> (y, cache), backward(dy, cache) -> (dx, dgamma); gamma None: no affine, dgamma None.
+# Switchable Normalization (Luo et al., 2018): x (N, C, *spatial); mean = sum_k w_k mean_k, var = sum_k v_k var_k
+# over instance (per (n, c)), layer (per n) and batch (per c) statistics, biased variances, w = softmax(mean_weight),
+# v = softmax(var_weight); y = gamma * (x - mean) / sqrt(var + eps) + beta. forward(x, gamma, beta, mean_weight,
+# var_weight) -> (y, cache), backward(dy, cache) -> (dx, dgamma, dbeta, dmean_weight, dvar_weight); gamma None:
+# no affine (beta ignored), dgamma and dbeta None.
+
+
+def _rms_axes(x, gamma, normalized_shape) -> tuple[int, ...]:
+    """The trailing normalized axes of x: normalized_shape, else gamma's shape, else the last axis."""
+    if normalized_shape is not None:
+        k = 1 if isinstance(normalized_shape, (int, np.integer)) else len(tuple(normalized_shape))
+    else:
+        k = np.ndim(gamma) if gamma is not None else 1
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def _rms_prepare(x, gamma, normalized_shape, norm):
+    if norm != "rms_norm":
+        raise ValueError(f"this implementation is rms_norm's, not {norm!r}")
+    x = np.array(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    axes = _rms_axes(x, gamma, normalized_shape)
+    return x, None if gamma is None else np.array(gamma, dtype=x.dtype), axes
+
+
+def _rms_staged(norm, *, eps=1e-6, num_groups=None, normalized_shape=None):
+    """The paper's graph stage by stage (sq, ms, rms, irms, xhat, out), walked back in reverse, in x's dtype."""
+
+    def forward(x, gamma):
+        x, gamma, axes = _rms_prepare(x, gamma, normalized_shape, norm)
+        e = x.dtype.type(eps)
+        sq = x * x
+        ms = sq.mean(axis=axes, keepdims=True)
+        rms = np.sqrt(ms + e)
+        irms = 1.0 / rms
+        xhat = x * irms
+        out = xhat.copy() if gamma is None else gamma * xhat
+        return out, (x, gamma, axes, ms, rms, irms, xhat, e)
+
+    def backward(dy, cache):
+        x, gamma, axes, ms, rms, irms, xhat, e = cache
+        dy = _dy(dy, x.shape, x.dtype)
+        lead = tuple(range(x.ndim - len(axes)))
+        dgamma = None if gamma is None else (dy * xhat).sum(axis=lead)
+        dxhat = dy if gamma is None else dy * gamma
+        dirms = (dxhat * x).sum(axis=axes, keepdims=True)
+        drms = -dirms / (rms * rms)
+        dms = 0.5 / np.sqrt(ms + e) * drms
+        m = math.prod(x.shape[a] for a in axes)
+        dsq = np.ones_like(x) * (dms / m)
+        return dxhat * irms + 2 * x * dsq, dgamma
+
+    return forward, backward
+
+
+def _rms_closed_form(norm, *, eps=1e-6, num_groups=None, normalized_shape=None):
+    """Rows as a (rows, M) matrix, the row norms from np.linalg.norm (scaled, so no overflow of x**2), sums in
+    float64; dx = rstd * (g - xhat * mean(g * xhat)), g = dy * gamma, in float64 and rounded to x's dtype."""
+
+    def forward(x, gamma):
+        x, gamma, axes = _rms_prepare(x, gamma, normalized_shape, norm)
+        lead = x.shape[: x.ndim - len(axes)]
+        m = math.prod(x.shape[a] for a in axes)
+        rows = x.reshape(-1, m).astype(np.float64)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True) if m else np.zeros((rows.shape[0], 1))
+        rstd = 1.0 / np.sqrt(norms**2 / max(m, 1) + eps)
+        xhat = rows * rstd
+        g = np.ones(m) if gamma is None else gamma.reshape(-1).astype(np.float64)
+        y = (xhat * g).reshape(x.shape).astype(x.dtype)
+        return y, (x.shape, x.dtype, lead, gamma, xhat, rstd, g)
+
+    def backward(dy, cache):
+        shape, dtype, lead, gamma, xhat, rstd, g = cache
+        dy = _dy(dy, shape, dtype).reshape(xhat.shape).astype(np.float64)
+        gy = dy * g
+        dx = rstd * (gy - xhat * (gy * xhat).mean(axis=1, keepdims=True))
+        dgamma = None if gamma is None else (dy * xhat).sum(axis=0).reshape(gamma.shape).astype(dtype)
+        return dx.reshape(shape).astype(dtype), dgamma
+
+    return forward, backward
+
+
+def _rms_torch(norm, *, eps=1e-6, num_groups=None, normalized_shape=None):
+    """torch.nn.functional.rms_norm on tensors of x's dtype; gradients from torch.autograd.grad."""
+    torch = importlib.import_module("torch")
+
+    def forward(x, gamma):
+        x, gamma, axes = _rms_prepare(x, gamma, normalized_shape, norm)
+        shape = tuple(x.shape[a] for a in axes)
+        return _rms_torch_run(torch, x, gamma, shape, eps, None)[0], (x, gamma, shape)
+
+    def backward(dy, cache):
+        x, gamma, shape = cache
+        return _rms_torch_run(torch, x, gamma, shape, eps, _dy(dy, x.shape, x.dtype))[1:]
+
+    return forward, backward
+
+
+def _rms_torch_run(torch, x, gamma, shape, eps, dy):
+    xt = torch.tensor(x, requires_grad=dy is not None)
+    gt = None if gamma is None else torch.tensor(gamma, requires_grad=dy is not None)
+    with torch.enable_grad() if dy is not None else torch.no_grad():
+        y = torch.nn.functional.rms_norm(xt, shape, gt, eps=eps)
+        if dy is None:
+            return y.numpy(), None, None
+        grads = torch.autograd.grad(y, [xt] if gt is None else [xt, gt], grad_outputs=torch.tensor(dy))
+    out = [gr.numpy().astype(x.dtype) for gr in grads]
+    return y.detach().numpy(), out[0], (out[1] if gt is not None else None)
+
+
+_KIND_AXES = {"instance": (2,), "layer": (1, 2), "batch": (0, 2)}  # of the (N, C, S) view, weight order
+
+
+def _switchable_prepare(norm, x, gamma, beta, mean_weight, var_weight):
+    if norm != "switchable_norm":
+        raise ValueError(f"this implementation is switchable_norm's, not {norm!r}")
+    x = np.array(x)
+    if x.dtype not in (np.float32, np.float64) or x.ndim < 3:
+        raise TypeError(f"x must be float32 or float64 of shape (N, C, *spatial), got {x.dtype} {x.shape}")
+    n, c = x.shape[:2]
+    cast = [None if a is None else np.array(a, dtype=x.dtype) for a in (gamma, beta, mean_weight, var_weight)]
+    if cast[0] is not None and cast[1] is None:
+        cast[1] = np.zeros(c, x.dtype)
+    return x, x.reshape(n, c, -1), *cast
+
+
+def _softmax3(a):
+    e = np.exp(a - a.max())
+    return e / e.sum()
+
+
+def _switchable_direct(norm, *, eps=1e-5, num_groups=None, normalized_shape=None):
+    """Every statistic taken directly over its own axes (two passes), in x's dtype; the backward as a sum over the
+    three kinds of each one's mean and variance path, and the weights' gradients through the softmax's Jacobian
+    matrix diag(w) - w w^T."""
+
+    def forward(x, gamma, beta, mean_weight, var_weight):
+        x, xv, gamma, beta, mw, vw = _switchable_prepare(norm, x, gamma, beta, mean_weight, var_weight)
+        means = [xv.mean(axis=ax, keepdims=True) for ax in _KIND_AXES.values()]
+        variances = [
+            ((xv - mu) ** 2).mean(axis=ax, keepdims=True) for mu, ax in zip(means, _KIND_AXES.values(), strict=True)
+        ]
+        w, v = _softmax3(mw), _softmax3(vw)
+        mean = sum(wk * mk for wk, mk in zip(w, means, strict=True))
+        var = sum(vk * sk for vk, sk in zip(v, variances, strict=True))
+        rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))
+        xhat = (xv - mean) * rstd
+        c = xv.shape[1]
+        y = xhat if gamma is None else xhat * gamma.reshape(1, c, 1) + beta.reshape(1, c, 1)
+        return y.reshape(x.shape).copy(), (x.shape, xv, gamma, means, variances, w, v, mean, rstd, xhat)
+
+    def backward(dy, cache):
+        shape, xv, gamma, means, variances, w, v, mean, rstd, xhat = cache
+        n, c, s = xv.shape
+        dyv = _dy(dy, shape, xv.dtype).reshape(xv.shape)
+        g = dyv if gamma is None else dyv * gamma.reshape(1, c, 1)
+        dmean = -rstd * g.sum(axis=2, keepdims=True)  # d/d mean[n, c]
+        dvar = -0.5 * rstd**3 * (g * (xv - mean)).sum(axis=2, keepdims=True)  # d/d var[n, c]
+        dx = g * rstd
+        for k, ax in enumerate(_KIND_AXES.values()):
+            rows = tuple(a for a in ax if a != 2)  # the rows (n, c) a statistic of this kind gathers
+            count = math.prod(xv.shape[a] for a in ax)
+            dmean_k = w[k] * dmean.sum(axis=rows, keepdims=True)
+            dvar_k = v[k] * dvar.sum(axis=rows, keepdims=True)
+            dx = dx + dmean_k / count + dvar_k * 2 * (xv - means[k]) / count
+        dw = np.array([(dmean * mk).sum() for mk in means])
+        dv = np.array([(dvar * sk).sum() for sk in variances])
+        dmw = (np.diag(w) - np.outer(w, w)) @ dw
+        dvw = (np.diag(v) - np.outer(v, v)) @ dv
+        dgamma = dbeta = None
+        if gamma is not None:
+            dgamma, dbeta = (dyv * xhat).sum(axis=(0, 2)), dyv.sum(axis=(0, 2))
+        return dx.reshape(shape), dgamma, dbeta, dmw.astype(xv.dtype), dvw.astype(xv.dtype)
+
+    return forward, backward
+
+
+def _switchable_merged(norm, *, eps=1e-5, num_groups=None, normalized_shape=None):
+    """The layer and batch statistics merged from the instance ones by the law of total variance (var over a group
+    of equal-size rows = mean of the rows' variances + variance of the rows' means: no E[x^2] - E[x]^2), in float64;
+    the backward through those merges back to the instance statistics, then to x."""
+
+    def forward(x, gamma, beta, mean_weight, var_weight):
+        x, xv, gamma, beta, mw, vw = _switchable_prepare(norm, x, gamma, beta, mean_weight, var_weight)
+        x64 = xv.astype(np.float64)
+        m_in = x64.mean(axis=2, keepdims=True)
+        v_in = ((x64 - m_in) ** 2).mean(axis=2, keepdims=True)
+        merged = {}
+        for name, rows in (("layer", 1), ("batch", 0)):
+            m = m_in.mean(axis=rows, keepdims=True)
+            merged[name] = (m, v_in.mean(axis=rows, keepdims=True) + ((m_in - m) ** 2).mean(axis=rows, keepdims=True))
+        w, v = _softmax3(mw.astype(np.float64)), _softmax3(vw.astype(np.float64))
+        mean = w[0] * m_in + w[1] * merged["layer"][0] + w[2] * merged["batch"][0]
+        var = v[0] * v_in + v[1] * merged["layer"][1] + v[2] * merged["batch"][1]
+        rstd = 1.0 / np.sqrt(var + eps)
+        xhat = (x64 - mean) * rstd
+        c = xv.shape[1]
+        y = xhat if gamma is None else xhat * gamma.reshape(1, c, 1) + beta.reshape(1, c, 1)
+        cache = (x.shape, x.dtype, x64, gamma, m_in, v_in, merged, w, v, mean, rstd, xhat)
+        return y.reshape(x.shape).astype(x.dtype), cache
+
+    def backward(dy, cache):
+        shape, dtype, x64, gamma, m_in, v_in, merged, w, v, mean, rstd, xhat = cache
+        n, c, s = x64.shape
+        dyv = _dy(dy, shape, dtype).reshape(x64.shape).astype(np.float64)
+        g = dyv if gamma is None else dyv * gamma.reshape(1, c, 1).astype(np.float64)
+        d_mean = -rstd * g.sum(axis=2, keepdims=True)
+        d_var = -0.5 * rstd**3 * (g * (x64 - mean)).sum(axis=2, keepdims=True)
+        # back to the instance statistics: m = mean_rows(m_in), var = mean_rows(v_in) + mean_rows((m_in - m)**2)
+        d_m_in = w[0] * d_mean
+        d_v_in = v[0] * d_var
+        dw, dv = [np.sum(d_mean * m_in)], [np.sum(d_var * v_in)]
+        for k, (name, rows) in enumerate((("layer", 1), ("batch", 0)), start=1):
+            m, var_k = merged[name]
+            count = x64.shape[rows]
+            d_m = w[k] * d_mean.sum(axis=rows, keepdims=True)
+            d_var_k = v[k] * d_var.sum(axis=rows, keepdims=True)
+            d_m_in = d_m_in + d_m / count + d_var_k * 2 * (m_in - m) / count  # the (m_in - m) terms sum to 0 over m
+            d_v_in = d_v_in + d_var_k / count
+            dw.append(np.sum(d_mean * m))
+            dv.append(np.sum(d_var * var_k))
+        dx = g * rstd + d_m_in / s + d_v_in * 2 * (x64 - m_in) / s
+        dw, dv = np.array(dw), np.array(dv)
+        dmw = w * (dw - np.dot(w, dw))
+        dvw = v * (dv - np.dot(v, dv))
+        dgamma = dbeta = None
+        if gamma is not None:
+            dgamma = (dyv * xhat).sum(axis=(0, 2)).astype(dtype)
+            dbeta = dyv.sum(axis=(0, 2)).astype(dtype)
+        return dx.reshape(shape).astype(dtype), dgamma, dbeta, dmw.astype(dtype), dvw.astype(dtype)
+
+    return forward, backward
+
+
+def _switchable_torch(norm, *, eps=1e-5, num_groups=None, normalized_shape=None):
+    """The formula as a plain composition of torch ops (mean, var(unbiased=False), softmax) on tensors of x's
+    dtype; gradients from torch.autograd.grad."""
+    torch = importlib.import_module("torch")
+
+    def formula(xt, gt, bt, mwt, vwt):
+        xv = xt.reshape(xt.shape[0], xt.shape[1], -1)
+        stats = [
+            (xv.mean(dim=ax, keepdim=True), xv.var(dim=ax, unbiased=False, keepdim=True)) for ax in _KIND_AXES.values()
+        ]
+        w, v = torch.softmax(mwt, 0), torch.softmax(vwt, 0)
+        mean = sum(w[k] * stats[k][0] for k in range(3))
+        var = sum(v[k] * stats[k][1] for k in range(3))
+        y = (xv - mean) / torch.sqrt(var + eps)
+        if gt is not None:
+            y = y * gt.reshape(1, -1, 1) + bt.reshape(1, -1, 1)
+        return y.reshape(xt.shape)
+
+    def forward(x, gamma, beta, mean_weight, var_weight):
+        x, _, gamma, beta, mw, vw = _switchable_prepare(norm, x, gamma, beta, mean_weight, var_weight)
+        args = [x, gamma, beta, mw, vw]
+        with torch.no_grad():
+            y = formula(*(None if a is None else torch.tensor(a) for a in args))
+        return y.numpy().copy(), args
+
+    def backward(dy, cache):
+        x = cache[0]
+        dy = _dy(dy, x.shape, x.dtype)
+        leaves = [None if a is None else torch.tensor(a, requires_grad=True) for a in cache]
+        with torch.enable_grad():
+            y = formula(*leaves)
+            wrt = [t for t in leaves if t is not None]
+            grads = iter(torch.autograd.grad(y, wrt, grad_outputs=torch.tensor(dy)))
+        return tuple(None if t is None else next(grads).numpy().astype(x.dtype) for t in leaves)
+
+    return forward, backward
+
+
 IMPLEMENTATIONS: dict[str, Callable] = {
     "staged": _staged,
     "compact": _compact,
@@ -1240,6 +1521,22 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "torch_autograd": _torch_autograd,
     "torch_functional": _torch_functional,
     "jax_vjp": _jax_vjp,
+    "rms_staged": _rms_staged,
+    "rms_closed_form": _rms_closed_form,
+    "rms_torch": _rms_torch,
+    "switchable_direct": _switchable_direct,
+    "switchable_merged": _switchable_merged,
+    "switchable_torch": _switchable_torch,
+}
+
+# the norms each implementation computes: the four of the family, unless listed here
+_NORMS_OF = {
+    "rms_staged": ("rms_norm",),
+    "rms_closed_form": ("rms_norm",),
+    "rms_torch": ("rms_norm",),
+    "switchable_direct": ("switchable_norm",),
+    "switchable_merged": ("switchable_norm",),
+    "switchable_torch": ("switchable_norm",),
 }
 
 _REQUIRES = {
@@ -1248,6 +1545,8 @@ _REQUIRES = {
     "torch_autograd": "torch",
     "torch_functional": "torch",
     "jax_vjp": "jax",
+    "rms_torch": "torch",
+    "switchable_torch": "torch",
 }
 
 
@@ -1263,6 +1562,11 @@ def available(name: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def supports(name: str, norm: str) -> bool:
+    """Does implementation ``name`` compute ``norm``?"""
+    return norm in _NORMS_OF.get(name, NORMS)
 
 
 def make(name, norm, *, eps=1e-5, num_groups=None, normalized_shape=None):

@@ -13,8 +13,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from implementations import BACKWARD_BUGS, FORWARD_BUGS, compact_layer, student_layer
-from test_verify import BN, HYPOTHESIS, NORM_FOR_BUG, ROW, _check
+from implementations import (
+    BACKWARD_BUGS,
+    FORWARD_BUGS,
+    RMS_BUGS,
+    SWITCHABLE_BUGS,
+    compact_layer,
+    rms_layer,
+    student_layer,
+    switchable_layer,
+)
+from test_verify import (
+    BN,
+    HYPOTHESIS,
+    NORM_FOR_BUG,
+    RMS,
+    RMS_HYPOTHESIS,
+    ROW,
+    SWITCHABLE,
+    SWITCHABLE_HYPOTHESIS,
+    _check,
+)
 
 from verify import cs231n
 from verify.cases import Case
@@ -244,21 +263,39 @@ def test_a_float64_one_pass_variance_is_not_called_float32():
     assert not row.passed and "float32" not in row.hypothesis, str(report)
 
 
-def planted_rows():
-    """(bug, hypothesis wanted, hypotheses named, right?) for the bugs of tests/implementations.py."""
-    out = []
+def _planted():
+    """(label, case, layer, the hypothesis or row wanted, whether it is a row) for every planted bug."""
     for bug in FORWARD_BUGS + BACKWARD_BUGS:
         case = NORM_FOR_BUG.get(bug, BN)
+        layer = student_layer(case.norm, bug, **case.layout_kwargs)
+        yield bug, case, layer, ROW.get(bug, HYPOTHESIS.get(bug)), bug in ROW
+    for bug in RMS_BUGS:
+        yield f"rms: {bug}", RMS, rms_layer(bug, **RMS.check_kwargs), RMS_HYPOTHESIS[bug], False
+    for bug in SWITCHABLE_BUGS:
+        layer = switchable_layer(bug, **SWITCHABLE.check_kwargs)
+        yield f"switchable: {bug}", SWITCHABLE, layer, SWITCHABLE_HYPOTHESIS[bug], False
+
+
+def planted_rows():
+    """(bug, hypothesis wanted, hypotheses named, right?, seconds) for the bugs of tests/implementations.py."""
+    out = []
+    for label, case, layer, want, is_row in _planted():
         start = time.perf_counter()
-        report = _check(case, student_layer(case.norm, bug, **case.layout_kwargs))
+        report = _check(case, layer)
         took = time.perf_counter() - start
-        if bug in ROW:
+        if is_row:
             named = [r.check for r in report.failures]
-            out.append((bug, ROW[bug], named, ROW[bug] in named, took))
         else:
             named = sorted({r.hypothesis for r in report.failures if r.hypothesis})
-            out.append((bug, HYPOTHESIS[bug], named, HYPOTHESIS[bug] in named, took))
+        out.append((label, want, named, want in named, took))
     return out
+
+
+def test_every_planted_bug_of_every_norm_is_named():
+    """The table `python tests/test_diagnosis.py` prints: every planted bug, the four norms' and RMSNorm's and
+    Switchable Norm's, named by the hypothesis it was planted as."""
+    wrong = [(bug, want, named) for bug, want, named, right, _ in planted_rows() if not right]
+    assert not wrong, wrong
 
 
 def main() -> None:
@@ -272,10 +309,10 @@ def main() -> None:
     good = sum(r[4] for r in rows)
     print(f"\n{good} of {len(rows)} mistakes named rightly; seconds per file (every check and diagnosis):")
     print("  " + ", ".join(f"{Path(p).stem} {s:.2f}" for p, s in seconds.items()))
-    print(f"\n{'planted bug':<20} {'wanted':<24} {'right':<5} {'seconds':>7}  named")
+    print(f"\n{'planted bug':<32} {'wanted':<24} {'right':<5} {'seconds':>7}  named")
     planted = planted_rows()
     for bug, want, named, right, took in planted:
-        print(f"{bug:<20} {want:<24} {'yes' if right else 'NO':<5} {took:7.3f}  {', '.join(named)}")
+        print(f"{bug:<32} {want:<24} {'yes' if right else 'NO':<5} {took:7.3f}  {', '.join(named)}")
     print(f"\n{sum(p[3] for p in planted)} of {len(planted)} planted bugs named rightly")
 
 

@@ -12,6 +12,7 @@ import normkernels as nk
 
 X = np.ones((4, 6, 3), dtype=np.float32)
 STATS = np.zeros((4, 6), dtype=np.float32)
+LOGITS = np.zeros(3, dtype=np.float32)
 READ_ONLY = np.zeros(6)
 READ_ONLY.flags.writeable = False
 
@@ -218,6 +219,48 @@ BAD = [
         TypeError,
         "expected mean to be a numpy.ndarray",
         lambda b: nk.layer_norm_backward(X, X, None, [0.0] * 24, STATS, backend=b),
+    ),
+    (
+        "rms norm: normalized_shape not trailing",
+        ValueError,
+        r"Given normalized_shape=\[6\], expected input with shape \[\*, 6\]",
+        lambda b: nk.rms_norm_forward(X, 6, backend=b),
+    ),
+    (
+        "rms norm: gamma shape",
+        ValueError,
+        r"expected gamma of shape \(3,\)",
+        lambda b: nk.rms_norm_forward(X, 3, np.ones(4), backend=b),
+    ),
+    (
+        "rms norm: rstd shape",
+        ValueError,
+        r"expected rstd of shape \(4, 6\)",
+        lambda b: nk.rms_norm_backward(X, X, None, np.ones((4, 5)), backend=b),
+    ),
+    (
+        "switchable norm: x 2-D",
+        ValueError,
+        "at least 3 dimensions",
+        lambda b: nk.switchable_norm_forward(np.ones((4, 6)), None, None, LOGITS, LOGITS, backend=b),
+    ),
+    (
+        "switchable norm: one spatial element",
+        ValueError,
+        r"Expected more than 1 spatial element when training, got input size \[2, 3, 1\]",
+        lambda b: nk.switchable_norm_forward(np.ones((2, 3, 1)), None, None, LOGITS, LOGITS, backend=b),
+    ),
+    (
+        "switchable norm: mean_weight shape",
+        ValueError,
+        r"expected mean_weight of shape \(3,\)",
+        lambda b: nk.switchable_norm_forward(X, None, None, np.zeros(2), LOGITS, backend=b),
+    ),
+    (
+        "switchable norm: stats not the forward's",
+        TypeError,
+        "expected stats to be the SwitchableStats that switchable_norm_forward returned",
+        lambda b: nk.switchable_norm_backward(X, X, None, LOGITS, LOGITS, (1, 2), backend=b),
     ),
 ]
 

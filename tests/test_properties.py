@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import normkernels as nk
-from verify import compare
-from verify.cases import AFFINE, Case
+from verify import compare, staged
+from verify.cases import AFFINE, Case, Inputs
 
 MAX_ELEMENTS = 2000  # every drawn shape holds at most this many values
 DTYPES = (np.float32, np.float64)
@@ -59,11 +59,31 @@ def group_norm_cases(draw):
     return Case("group_norm", shape, num_groups=draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])))
 
 
+@st.composite
+def rms_norm_cases(draw):
+    """As layer norm's: x of 1-4 dims normalized over 1-3 trailing dims, with an eps from F.rms_norm's float32
+    default to 1e-5."""
+    ndim = draw(st.integers(1, 4))
+    eps = draw(st.sampled_from([float(np.finfo(np.float32).eps), 1e-6, 1e-5]))
+    return Case("rms_norm", _dims(draw, ndim), normalized_ndim=draw(st.integers(1, min(3, ndim))), eps=eps)
+
+
+@st.composite
+def switchable_norm_cases(draw):
+    """(N, C, *spatial) with 1-3 spatial dims holding more than one value (switchable norm refuses one)."""
+    shape = _dims(draw, draw(st.integers(3, 5)))
+    if math.prod(shape[2:]) == 1:
+        shape = shape[:2] + (2,) + shape[3:]
+    return Case("switchable_norm", shape)
+
+
 CASES = {
     "batch_norm": batch_norm_cases(),
     "layer_norm": layer_norm_cases(),
     "instance_norm": instance_norm_cases(),
     "group_norm": group_norm_cases(),
+    "rms_norm": rms_norm_cases(),
+    "switchable_norm": switchable_norm_cases(),
 }
 dtypes = st.sampled_from(DTYPES)
 affines = st.sampled_from(AFFINE)
@@ -88,14 +108,14 @@ VALUES = {
 }
 
 
-def make_inputs(case, dtype, affine, seed, scale, offset):
-    """gamma, beta and dy from the case recipe (values of order 1); x from the drawn scale and offset."""
-    _, gamma, beta, dy = case.inputs(dtype, affine, seed=seed)
+def make_inputs(case, dtype, affine, seed, scale, offset) -> Inputs:
+    """The parameters and dy from the case recipe (values of order 1); x from the drawn scale and offset."""
+    inputs = case.inputs(dtype, affine, seed=seed)
     x = (np.random.default_rng(seed + 1).standard_normal(case.shape) * scale + offset).astype(dtype)
-    return x, gamma, beta, dy
+    return Inputs(x, inputs.params, inputs.dy)
 
 
-def tolerances(dtype, cache) -> dict:
+def tolerances(dtype, cache, dy, names) -> dict:
     """The kernel tolerance for each output, its atol in the units that output's error scales with.
 
     compare.KERNEL is calibrated on the case recipe: x of order 1 and cond = |mean| * rstd below 1. Here the
@@ -105,29 +125,43 @@ def tolerances(dtype, cache) -> dict:
       the graph both hold the mean in float64 (u = 2**-53: nothing against float32's tolerance, cond times
       float64's). The backward receives the mean in x's dtype, as the contract returns it: for float32 xhat
       moves by ~2**-24 * cond (compare.KERNEL's comment gives this for cond ~ 1), and dx and dgamma =
-      sum(dy * xhat) with it, even when the kernel's arithmetic is exact.
+      sum(dy * xhat) with it, even when the kernel's arithmetic is exact. (RMSNorm has no mean: cond = 1.)
     - dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) is of order rstd (up to 1 / sqrt(eps) ~ 316 here).
-    The mean, rstd and dbeta need no scaling: they are accurate relative to themselves.
+    The statistics and dbeta need no scaling: they are accurate relative to themselves.
+    - Switchable Norm's weight gradients are sums over every row of a * mean_k and b * var_k (a = dmean, b = dvar
+      per row, the staged graph's): the statistics reach the backward rounded to x's dtype (relative u), which
+      moves each term by u times its size, and b by u * 0.5 rstd**2 |a| |mean| through x - mean. The error is a
+      few u times the sum of those magnitudes, which scales atol (KERNEL's atol is 168 float32 u, 9000 float64 u).
     """
     tol = compare.kernel_tolerance(dtype)
-    cond = max(1.0, float(np.max(np.abs(cache["mean"]) * cache["rstd"])))
-    rstd = max(1.0, float(np.max(cache["rstd"])))
+    mean = cache["statistics"].get("mean", 0.0)
+    cond = max(1.0, float(np.max(np.abs(mean) * cache["rstd"], initial=0.0)))
+    rstd = max(1.0, float(np.max(cache["rstd"], initial=0.0)))
     forward = max(1.0, cond * np.finfo(np.float64).eps / np.finfo(dtype).eps)
-    return dict(
+    out = dict.fromkeys(names, tol)
+    out.update(
         y=tol._replace(atol=tol.atol * forward),
-        mean=tol,
-        rstd=tol,
         dx=tol._replace(atol=tol.atol * cond * rstd),
         dgamma=tol._replace(atol=tol.atol * cond),
-        dbeta=tol,
     )
+    if "dmean_weight" in names:
+        ref = staged.backward(dy, cache)
+        a, b, r = np.abs(ref["dmean"]), np.abs(ref["dvar"]), cache["ivar"]
+        kinds = ("in", "ln", "bn")
+        terms_w = sum(np.sum(a * np.abs(cache[f"mean_{k}"])) for k in kinds)
+        terms_v = sum(np.sum((b + 0.5 * r**2 * a * np.abs(cache["mean"])) * cache[f"var_{k}"]) for k in kinds)
+        out.update(
+            dmean_weight=tol._replace(atol=tol.atol * max(1.0, float(terms_w))),
+            dvar_weight=tol._replace(atol=tol.atol * max(1.0, float(terms_v))),
+        )
+    return out
 
 
-def outputs_against_staged(case, x, gamma, beta, dy) -> tuple[dict, dict]:
-    """{name: (kernel output, float64 staged reference)} for y, mean, rstd, dx, dgamma and dbeta (reference None
-    for dgamma and dbeta without gamma), and the tolerances for them."""
-    pairs, cache = case.outputs_and_staged(x, gamma, beta, dy)
-    return pairs, tolerances(x.dtype, cache)
+def outputs_against_staged(case, inputs) -> tuple[dict, dict]:
+    """{name: (kernel output, float64 staged reference)} for y, the statistics, dx and the parameters'
+    gradients (reference None for dgamma and dbeta without gamma), and the tolerances for them."""
+    pairs, cache = case.outputs_and_staged(inputs)
+    return pairs, tolerances(inputs.x.dtype, cache, np.asarray(inputs.dy, np.float64), pairs)
 
 
 @pytest.mark.parametrize("values", list(VALUES))
@@ -135,20 +169,18 @@ def outputs_against_staged(case, x, gamma, beta, dy) -> tuple[dict, dict]:
 @PROPERTY
 @given(data=st.data(), dtype=dtypes, affine=affines, seed=seeds)
 def test_matches_staged_graph(norm, values, data, dtype, affine, seed):
-    """Forward (y, mean, rstd) and backward (dx, dgamma, dbeta) match the float64 staged graph fed the same x,
-    with the contract's dtypes and shapes, whatever the shape, affine mode, spread and offset of x."""
+    """Forward (y and the statistics) and backward (dx and every parameter's gradient) match the float64 staged
+    graph fed the same x, with the contract's dtypes and shapes, whatever the shape, affine mode, spread and
+    offset of x."""
     case = data.draw(CASES[norm], label="case")
     scale, offset = data.draw(VALUES[values], label="scale, offset")
-    x, gamma, beta, dy = make_inputs(case, dtype, affine, seed, scale, offset)
-    pairs, tols = outputs_against_staged(case, x, gamma, beta, dy)
-    lay = case.layout
-    shapes = {"y": case.shape, "dx": case.shape, "mean": lay.stats_shape, "rstd": lay.stats_shape}
+    inputs = make_inputs(case, dtype, affine, seed, scale, offset)
+    pairs, tols = outputs_against_staged(case, inputs)
     for name, (got, want) in pairs.items():
         if want is None:
             assert got is None, f"{name} should be None without gamma"
             continue
-        expected_shape = shapes.get(name, lay.affine_shape)
-        assert got.dtype == dtype and got.shape == expected_shape, f"{name}: {got.dtype} {got.shape}"
+        assert got.dtype == dtype and got.shape == np.shape(want), f"{name}: {got.dtype} {got.shape}"
         compare.assert_close(got, want, tols[name], what=f"{case.id} {np.dtype(dtype).name} {affine} {name}")
 
 

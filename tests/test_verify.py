@@ -4,8 +4,19 @@ mistakes in calling it get clear errors and the checks that can still run, run."
 import numpy as np
 import pytest
 from conftest import case_params
-from implementations import BACKWARD_BUGS, FORWARD_BUGS, compact_layer, student_layer
+from implementations import (
+    BACKWARD_BUGS,
+    FORWARD_BUGS,
+    RMS_BUGS,
+    SWITCHABLE_BUGS,
+    compact_layer,
+    rms_compact_layer,
+    rms_layer,
+    student_layer,
+    switchable_layer,
+)
 
+import normkernels as nk
 import verify
 from verify.cases import CASES, Case
 
@@ -38,10 +49,44 @@ HYPOTHESIS = {
 }
 ROW = {"modifies_input": "inputs unchanged by forward", "mutates_cache": "backward repeatable"}
 
+RMS = Case("rms_norm", (4, 7), normalized_ndim=1, eps=1e-6)  # M = 7 values per row
+SWITCHABLE = Case("switchable_norm", (3, 4, 5))  # S = 5, C S = 20, N S = 15 values per statistic
+# planted RMSNorm and Switchable Norm bug -> the hypothesis that must be named for it
+RMS_HYPOTHESIS = {
+    "mean_subtracted": "mean_subtracted",
+    "eps_outside": "eps_outside",
+    "unbiased_ms": "ms_divisor=6",
+    "sqrt_missing": "sqrt_missing",
+    "float32_path": "float32",
+    "no_ms_path": "no_ms_path",
+    "no_half": "no_half",
+    "gamma_ignored": "gamma_missing_backward",
+    "dgamma_no_xhat": "dgamma_no_xhat",
+}
+SWITCHABLE_HYPOTHESIS = {
+    "raw_logits": "raw_logits",
+    "weights_by_sum": "weights_by_sum",
+    "unbiased_var_in": "unbiased_var_in",
+    "float32_path": "float32",
+    "no_softmax_backward": "no_softmax_backward",
+    "no_layer_path": "no_layer_path",
+    "no_batch_path": "no_batch_path",
+    "gamma_ignored": "gamma_missing_backward",
+}
+# correct layers of tests/implementations.py by norm: the staged one and the closed form
+CORRECT = {
+    "rms_norm": {"staged": rms_layer, "compact": rms_compact_layer},
+    "switchable_norm": {"staged": switchable_layer},
+}
+
 
 def _check(case, layer, dtype=np.float64, seed=0, **kwargs):
-    x, gamma, beta, _ = case.inputs(dtype, seed=seed)
-    return verify.check(*layer, norm=case.norm, x=x, gamma=gamma, beta=beta, **case.layout_kwargs, **kwargs)
+    inputs = case.inputs(dtype, seed=seed)
+    return verify.check(*layer, norm=case.norm, **case.check_inputs(inputs), **case.check_kwargs, **kwargs)
+
+
+def _named(report) -> set:
+    return {r.hypothesis for r in report.failures if r.hypothesis}
 
 
 @pytest.mark.parametrize("bug", FORWARD_BUGS + BACKWARD_BUGS)
@@ -56,23 +101,145 @@ def test_planted_bug_is_flagged_and_its_cause_named(bug):
     assert HYPOTHESIS[bug] in named, f"{bug}: expected {HYPOTHESIS[bug]!r}, named {named}\n{report}"
 
 
+@pytest.mark.parametrize("bug", RMS_BUGS)
+def test_planted_rms_norm_bug_is_flagged_and_its_cause_named(bug):
+    report = _check(RMS, rms_layer(bug, **RMS.check_kwargs))
+    assert not report.passed, f"{bug} went unnoticed:\n{report}"
+    assert RMS_HYPOTHESIS[bug] in _named(report), f"{bug}: named {_named(report)}\n{report}"
+
+
+@pytest.mark.parametrize("bug", SWITCHABLE_BUGS)
+def test_planted_switchable_norm_bug_is_flagged_and_its_cause_named(bug):
+    report = _check(SWITCHABLE, switchable_layer(bug, **SWITCHABLE.check_kwargs))
+    assert not report.passed, f"{bug} went unnoticed:\n{report}"
+    assert SWITCHABLE_HYPOTHESIS[bug] in _named(report), f"{bug}: named {_named(report)}\n{report}"
+
+
+def test_the_reports_name_the_new_norms_mistakes_in_words():
+    """What a student reads: the mistake in words, and where (a row, a channel, a weight by its kind)."""
+    report = _check(RMS, rms_layer("mean_subtracted", **RMS.check_kwargs))
+    assert "layer norm without beta" in report.row("y vs staged graph").cause, str(report)
+    assert report.row("y vs staged graph").where.split("] ")[1].startswith("row ("), str(report)
+    report = _check(SWITCHABLE, switchable_layer("no_softmax_backward"))
+    row = report.row("dmean_weight vs staged graph")
+    assert "softmax's gradient is missing" in row.cause and "statistics)" in row.where, str(report)
+    report = _check(SWITCHABLE, switchable_layer("no_batch_path"))
+    assert "batch statistics" in report.row("dx vs staged graph").cause, str(report)
+
+
 def test_backward_cache_entry_that_changed_is_named():
     report = _check(BN, student_layer("batch_norm", "mutates_cache"))
     row = report.row("backward repeatable")
     assert not row.passed and "cache['xmu']" in row.where and "writes into" in row.cause, str(report)
 
 
-@pytest.mark.parametrize("case", case_params([c for c in CASES if "small" in c.tags]))
+@pytest.mark.parametrize("case", case_params([c for c in CASES if "small" in c.tags and c.norm not in CORRECT]))
 @pytest.mark.parametrize("make", [student_layer, compact_layer], ids=["staged", "compact"])
 def test_correct_layers_pass(case, make, dtype):
     report = _check(case, make(case.norm, **case.layout_kwargs), dtype)
     assert report.passed, str(report)
 
 
+@pytest.mark.parametrize(
+    "case, style",
+    [
+        pytest.param(c, style, id=f"{c.id}-{style}")
+        for c in CASES
+        if "small" in c.tags and c.norm in CORRECT
+        for style in CORRECT[c.norm]
+    ],
+)
+def test_correct_rms_and_switchable_layers_pass(case, style, dtype):
+    for affine in case.norm_entry.affine_variants:
+        inputs = case.inputs(dtype, affine)
+        layer = CORRECT[case.norm][style](**case.check_kwargs)
+        report = verify.check(*layer, norm=case.norm, **case.check_inputs(inputs), **case.check_kwargs)
+        assert report.passed, f"{affine}\n{report}"
+
+
 @pytest.mark.parametrize("case", case_params(CASES))
 def test_project_kernels_pass(case, dtype):
     report = _check(case, case.layer(), dtype)
     assert report.passed, str(report)
+
+
+def test_each_norm_gets_the_rows_its_registry_entry_lists():
+    """A row per tensor the norm has (the mixing weights' gradients for switchable norm), and only the
+    identities that hold for it: RMSNorm's sum(dx * xhat) = eps term, but not sum(dx) = 0; neither for
+    switchable norm."""
+    checks = {}
+    for case in (RMS, SWITCHABLE, BN):
+        checks[case.norm] = {r.check for r in _check(case, case.layer()).rows}
+    assert {"dmean_weight vs staged graph", "dvar_weight vs finite differences"} <= checks["switchable_norm"]
+    assert not any(c.startswith("sum(") for c in checks["switchable_norm"])
+    assert "sum(dx * xhat) = eps term per group" in checks["rms_norm"]
+    assert "sum(dx) = 0 per group" not in checks["rms_norm"] and "dbeta vs staged graph" not in checks["rms_norm"]
+    assert {"sum(dx) = 0 per group", "sum(dx * xhat) = eps term per group"} <= checks["batch_norm"]
+
+
+def test_rms_norm_takes_no_beta_and_switchable_norm_needs_its_weights():
+    x, gamma, _, _ = RMS.inputs()
+    beta = np.zeros_like(gamma)
+    with pytest.raises(ValueError, match="rms_norm has no beta: its forward is forward\\(x, gamma\\)"):
+        verify.check(*rms_layer(), norm="rms_norm", x=x, gamma=gamma, beta=beta, normalized_shape=7)
+    inputs = SWITCHABLE.inputs()
+    with pytest.raises(ValueError, match="switchable_norm needs mean_weight"):
+        verify.check(*switchable_layer(), norm="switchable_norm", x=inputs.x, gamma=inputs.gamma, beta=inputs.beta)
+    with pytest.raises(ValueError, match="var_weight of shape \\(2,\\)"):
+        verify.check(
+            *switchable_layer(), norm="switchable_norm", x=inputs.x, mean_weight=np.zeros(3), var_weight=np.zeros(2)
+        )
+
+
+def test_rms_norm_eps_none_is_the_machine_epsilon_of_x():
+    """eps=None checks against the eps F.rms_norm (and the kernel) use: finfo(x.dtype).eps. The rows are small,
+    so eps = 1.2e-7 against 2.2e-16 is a visible difference; a layer using the other fails. Such a layer is
+    another function at float64 input, so a float32 check takes its finite differences in float32."""
+    x = 1e-3 * np.random.default_rng(2).standard_normal((3, 8))
+    gamma = np.linspace(0.5, 1.5, 8)
+
+    def kernel(eps):
+        def forward(x, gamma):
+            y, rstd = nk.rms_norm_forward(x, 8, gamma, eps=eps)
+            return y, (x, gamma, rstd)
+
+        return forward, lambda dy, cache: nk.rms_norm_backward(dy, *cache)
+
+    for dtype in (np.float32, np.float64):
+        args = dict(norm="rms_norm", x=x.astype(dtype), gamma=gamma.astype(dtype), normalized_shape=8)
+        report = verify.check(*kernel(None), **args)
+        assert report.passed, str(report)
+        assert (dtype == np.float32) == any("machine epsilon" in n for n in report.notes), str(report)
+        other = float(np.finfo(np.float64 if dtype == np.float32 else np.float32).eps)
+        assert not verify.check(*kernel(other), **args, explain=False).passed
+
+
+def test_equal_mixing_logits_are_replaced_and_said():
+    """The paper initializes the logits to zeros: equal weights hide a swap of the mean's and the variance's."""
+    inputs = SWITCHABLE.inputs()
+    params = dict(inputs.params, mean_weight=np.zeros(3), var_weight=np.ones(3))
+    report = verify.check(*switchable_layer(), norm="switchable_norm", x=inputs.x, **params)
+    assert report.passed and sum("equal logits" in n for n in report.notes) == 2, str(report)
+
+
+def test_switchable_norm_eval_mode_is_checked_against_the_running_statistics():
+    """training=False: the kernels in eval mode pass (the batch statistics replaced by the running ones, held
+    constant in the backward); a layer normalizing with the batch's statistics gets that named."""
+    inputs = SWITCHABLE.inputs()
+    rm, rv = np.linspace(-1, 1, 4), np.linspace(0.5, 2, 4)
+
+    def forward(x, gamma, beta, mw, vw):
+        y, stats = nk.switchable_norm_forward(x, gamma, beta, mw, vw, training=False, running_mean=rm, running_var=rv)
+        return y, (x, gamma, mw, vw, stats)
+
+    def backward(dy, cache):
+        return nk.switchable_norm_backward(dy, *cache, training=False)
+
+    kwargs = dict(norm="switchable_norm", **SWITCHABLE.check_inputs(inputs), training=False)
+    report = verify.check(forward, backward, **kwargs, running_mean=rm, running_var=rv)
+    assert report.passed, str(report)
+    batch = verify.check(*SWITCHABLE.layer(), **kwargs, running_mean=rm, running_var=rv)
+    assert batch.row("y vs staged graph").hypothesis == "batch_statistics", str(batch)
 
 
 def test_report_reads_and_serializes():
@@ -248,6 +415,34 @@ def test_large_groups_in_float32_still_catch_real_mistakes(bug):
     case = next(c for c in CASES if c.id == "batch_norm-16x3x5000")
     assert _check(case, compact_layer("batch_norm"), np.float32, explain=False).passed
     assert not _check(case, student_layer("batch_norm", bug), np.float32, explain=False).passed
+
+
+@pytest.mark.parametrize(
+    "case_id, make, bug",
+    [
+        ("rms_norm-3x5000-last1", rms_layer, "no_ms_path"),
+        ("rms_norm-3x5000-last1", rms_layer, "mean_subtracted"),
+        ("rms_norm-3x5000-last1", rms_layer, "dgamma_no_xhat"),
+        ("switchable_norm-8x16x20x20", switchable_layer, "no_softmax_backward"),
+        ("switchable_norm-8x16x20x20", switchable_layer, "no_layer_path"),
+        ("switchable_norm-8x16x20x20", switchable_layer, "gamma_ignored"),
+    ],
+)
+def test_large_rms_and_switchable_inputs_in_float32_still_catch_real_mistakes(case_id, make, bug):
+    """Rows of 5000 and statistics over up to 6400 values in float32, with directional differences: the
+    correct layer passes and each mistake fails."""
+    case = next(c for c in CASES if c.id == case_id)
+    assert _check(case, make(**case.check_kwargs), np.float32, explain=False).passed
+    assert not _check(case, make(bug, **case.check_kwargs), np.float32, explain=False).passed
+
+
+def test_a_mistake_of_1_over_s_in_400_values_shows_in_float64():
+    """The unbiased instance variance over S = 400 values moves var_in by 1/399, y by about 1e-3 of its size:
+    within the float32 bounds of statistics over 6400 values (s(M) u kappa ~ 4e-4 relative, times SAFETY and
+    the reference's), so a float32 check cannot tell; far outside float64's."""
+    case = next(c for c in CASES if c.id == "switchable_norm-8x16x20x20")
+    report = _check(case, switchable_layer("unbiased_var_in"), np.float64, explain=False)
+    assert not report.row("y vs staged graph").passed, str(report)
 
 
 def test_a_forward_returning_y_of_the_wrong_shape_gets_rows_not_a_crash():

@@ -1,9 +1,14 @@
 """verify.check: is a normalization layer's forward and backward right, and if not, where and why?
 
-The implementation under test follows the cs231n layer contract:
+The implementation under test follows the cs231n layer contract, with the norm's parameters after x (as its
+entry of verify.norms lists them):
 
-    forward(x, gamma, beta) -> (y, cache)
+    forward(x, gamma, beta) -> (y, cache)          batch, layer, instance and group norm
     backward(dy, cache)     -> (dx, dgamma, dbeta)
+    forward(x, gamma) -> (y, cache)                rms_norm
+    backward(dy, cache) -> (dx, dgamma)
+    forward(x, gamma, beta, mean_weight, var_weight) -> (y, cache)          switchable_norm
+    backward(dy, cache) -> (dx, dgamma, dbeta, dmean_weight, dvar_weight)
 
 Every check is one row of the report:
 
@@ -11,17 +16,19 @@ Every check is one row of the report:
     inputs unchanged              by forward, and by backward
     backward repeatable           a second backward on the same cache gives the same bits (and the cache
                                   entry a backward wrote into is named)
-    shapes                        y, dx like x; dgamma, dbeta like gamma (None without gamma)
+    shapes                        y, dx like x; dgamma, dbeta like gamma (None without gamma); dmean_weight,
+                                  dvar_weight like the weights
     dtypes                        outputs in x's dtype (float64 out of float32 in is a warning only,
                                   unless strict_dtype)
-    y, dx, dgamma, dbeta vs staged graph
+    y, dx, dgamma, dbeta (, dmean_weight, dvar_weight) vs staged graph
                                   the float64 staged graph on the same inputs, within error bounds that
                                   follow the conditioning of each group and the dtype (verify.bounds)
-    dx, dgamma, dbeta vs finite differences
+    dx, dgamma, dbeta (, ...) vs finite differences
                                   extrapolated central differences of the implementation's own forward,
                                   steps and tolerance per element (verify.finite_differences)
     sum(dx) = 0, sum(dx * xhat) = eps term
-                                  per statistics group, in training mode
+                                  per statistics group, in training mode, those the norm's entry lists
+                                  (rms_norm: the second only; switchable_norm: neither)
 
 A failing row says where the worst element is and what it means (channel, row, group), and the diagnosis
 (verify.diagnose) names the mistake that reproduces the tensor, when one does.
@@ -40,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bounds as error_bounds
-from . import compare, diagnose, staged
+from . import compare, diagnose, norms, staged
 from .finite_differences import Budget, Probe, Target, finite_difference_row
 from .report import Report, Row
 
@@ -78,9 +85,9 @@ class _Failed(Exception):
     """The implementation raised or broke the contract; the message is the row's detail."""
 
 
-def _call_forward(forward: Callable, x, gamma, beta):
+def _call_forward(forward: Callable, x, *params):
     try:
-        out = forward(x, gamma, beta)
+        out = forward(x, *params)
     except Exception as exc:  # noqa: BLE001 - any failure of the code under test is a finding
         raise _Failed(raised_at(exc)) from exc
     if out is None:
@@ -92,15 +99,16 @@ def _call_forward(forward: Callable, x, gamma, beta):
     return out
 
 
-def _call_backward(backward: Callable, dy, cache):
+def _call_backward(backward: Callable, dy, cache, gradients: tuple = ("dx", "dgamma", "dbeta")):
     try:
         out = backward(dy, cache)
     except Exception as exc:  # noqa: BLE001
         raise _Failed(raised_at(exc)) from exc
+    owed = f"({', '.join(gradients)})"
     if out is None:
-        raise _Failed("backward returned None: it must return (dx, dgamma, dbeta)")
-    if not (isinstance(out, tuple | list) and len(out) == 3):
-        raise _Failed(f"backward must return (dx, dgamma, dbeta), got {_describe(out)}")
+        raise _Failed(f"backward returned None: it must return {owed}")
+    if not (isinstance(out, tuple | list) and len(out) == len(gradients)):
+        raise _Failed(f"backward must return {owed}, got {_describe(out)}")
     return tuple(out)
 
 
@@ -167,6 +175,16 @@ def changed_entries(before, after, path: str = "cache", depth: int = 0) -> list[
         return []
 
 
+def _mixing(value, name: str, norm: str, dtype) -> np.ndarray:
+    """mean_weight or var_weight as given (a private copy in x's dtype): three logits, always given."""
+    if value is None:
+        raise ValueError(f"check: {norm} needs {name}, the (3,) logits of its mixing weights (instance, layer, batch)")
+    a = np.array(value, dtype=dtype)
+    if a.size != 3:
+        raise ValueError(f"{name} of shape {a.shape} does not fit {norm}: expected (3,)")
+    return a
+
+
 def _affine(value, name: str, lay: staged.Layout, dtype) -> np.ndarray | None:
     """gamma or beta as given (a private copy in x's dtype), if it holds the affine's elements in a shape that
     broadcasts against x as they must: (C,), or cs231n's (1, C, 1, 1), or normalized_shape for layer norm."""
@@ -219,7 +237,7 @@ def check(
     x: np.ndarray,
     gamma: np.ndarray | None = None,
     beta: np.ndarray | None = None,
-    eps: float = 1e-5,
+    eps: float | None = None,
     num_groups: int | None = None,
     normalized_shape=None,
     dy: np.ndarray | None = None,
@@ -233,56 +251,76 @@ def check(
     running_var=None,
     strict_dtype: bool = False,
     explain: bool = True,
+    mean_weight: np.ndarray | None = None,
+    var_weight: np.ndarray | None = None,
 ) -> Report:
     """Check forward/backward (the cs231n layer contract) of one norm at one input. Returns a Report.
 
     x: the input, float32 or float64, whose dtype sets the error bounds. gamma/beta: the affine parameters,
-    (C,) or cs231n's (1, C, 1, 1) (normalized_shape for layer norm), or None for an implementation without
-    them. A gamma that is constant (all ones, say) is replaced by a random one, since it hides whole classes
-    of bugs; dy defaults to a random upstream gradient. num_groups (group norm) and normalized_shape (layer
-    norm) say which norm exactly. training=False checks eval mode: the reference normalizes with
-    running_mean and running_var, and dx = dy * gamma * rstd. backward=None checks the forward alone.
-    Finite differences: every element of inputs up to full_fd_limit elements, else `directions` random
-    directional derivatives and `sampled` random elements (lower them for slow implementations).
-    strict_dtype: float64 outputs for float32 input fail instead of warning. explain=False skips the diagnosis.
+    (C,) or cs231n's (1, C, 1, 1) (normalized_shape for layer norm and rms norm), or None for an implementation
+    without them; rms_norm has no beta (forward(x, gamma)). mean_weight/var_weight: switchable_norm's (3,) logits
+    (forward(x, gamma, beta, mean_weight, var_weight)). A gamma that is constant (all ones, say), or logits all
+    equal, are replaced by random ones, since they hide whole classes of bugs; dy defaults to a random upstream
+    gradient. eps: the implementation's; None is the norm's default for x's dtype (1e-5; rms_norm, like
+    F.rms_norm, the machine epsilon of x's dtype). num_groups (group norm) and normalized_shape (layer norm, rms
+    norm) say which norm exactly. training=False checks eval mode: the reference normalizes with running_mean and
+    running_var (batch norm; switchable norm's batch statistics), and nothing flows back through them.
+    backward=None checks the forward alone. Finite differences: every element of inputs up to full_fd_limit
+    elements, else `directions` random directional derivatives and `sampled` random elements (lower them for
+    slow implementations). strict_dtype: float64 outputs for float32 input fail instead of warning.
+    explain=False skips the diagnosis.
     """
     x = np.array(x)  # private copies of every input: the checks restore them, never the caller's arrays
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"check: expected x of dtype float32 or float64, got {x.dtype}")
-    lay = staged.layout(norm, x.shape, num_groups=num_groups, normalized_shape=normalized_shape)
+    entry = norms.get(norm)
+    lay = entry.layout(x.shape, num_groups=num_groups, normalized_shape=normalized_shape)
+    given = dict(gamma=gamma, beta=beta, mean_weight=mean_weight, var_weight=var_weight)
+    extra = [k for k, v in given.items() if v is not None and k not in entry.param_names]
+    if extra:
+        raise ValueError(
+            f"check: {norm} has no {' or '.join(extra)}: its forward is forward(x, {', '.join(entry.param_names)})"
+        )
     if not training and (running_mean is None or running_var is None):
         raise ValueError("check: training=False needs running_mean and running_var")
+    # eps None with a norm whose default follows the dtype (rms_norm): the implementation's function at float64
+    # input is another one (eps 2.2e-16 for 1.2e-7), so its finite differences are taken in x's own dtype
+    eps_follows_dtype = eps is None and entry.default_eps is None
+    eps = entry.resolve_eps(eps, x.dtype)
     # a stream of its own: drawn from default_rng(seed) itself, dy would repeat the user's x when x was made
     # with the same seed, and dy affine in x makes a batch-norm dx vanish
     rng = np.random.default_rng([0x5EED, seed])
     report = Report(name or f"{norm} {x.dtype} {tuple(x.shape)}" + ("" if training else " eval"))
-    inputs = _Inputs.prepare(x, gamma, beta, dy, lay, rng, report)
+    inputs = _Inputs.prepare(x, {k: given[k] for k in entry.param_names}, dy, lay, rng, report)
 
     # the reference: the float64 staged graph on the same input values
-    stages = staged.Stages(lay, eps)
+    stages = entry.stages(lay, eps)
     if not training:
         stages = staged.eval_mode(stages, running_mean, running_var)
-    as64 = [None if a is None else np.asarray(a, np.float64).reshape(lay.affine_shape) for a in inputs.affine]
+    as64 = [
+        None if a is None else np.asarray(a, np.float64).reshape(entry.param_shape(k, lay))
+        for k, a in inputs.params.items()
+    ]
     ref_y, ref_cache = staged.forward(inputs.x, *as64, stages=stages)
     ref = staged.backward(inputs.dy, ref_cache)
     bound = error_bounds.bounds(ref_cache, inputs.dy, x.dtype)
     _note_conditioning(report, bound, x)
 
-    got = _run(forward, backward, inputs, report)
+    got = _run(forward, backward, inputs, report, entry.gradients)
     if got is None:
         return report
     report.add(_shapes(got, lay, inputs))
     report.add(_dtypes(got, x.dtype, strict_dtype))
-    want = {"y": ref_y, "dx": ref["dx"], "dgamma": ref["dgamma"], "dbeta": ref["dbeta"]}
+    want = {"y": ref_y, **{t: ref[t] for t in entry.gradients}}
     compared = _against_staged(report, got, want, bound, lay, inputs)
     fd_rows, fd_dtype = {}, None
     if "dx" in got and "y" in compared:
         budget = Budget(full_fd_limit, directions, sampled)
         fd_rows, fd_dtype = _against_finite_differences(
-            report, forward, inputs, compared, want, bound, ref_cache, rng, budget
+            report, forward, inputs, compared, want, bound, ref_cache, rng, budget, eps_follows_dtype
         )
     if training and "dx" in compared and lay.count:
-        report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, inputs.dy))
+        report.rows.extend(_identity_rows(compared["dx"], ref_cache, lay, eps, bound, inputs.dy, entry.identities))
     if explain and not report.passed:
         # float32 differences are too coarse to say that a backward is the exact gradient of its forward
         fd_sharp = fd_dtype == np.float64
@@ -297,19 +335,28 @@ class _Inputs:
     """Private copies of what the implementation is called with, and their originals to restore."""
 
     x: np.ndarray
-    gamma: np.ndarray | None
-    beta: np.ndarray | None
+    params: dict  # the norm's parameters after x, by name, in the order forward takes them (None: not given)
     dy: np.ndarray
     originals: list = field(default_factory=list)
 
     @classmethod
-    def prepare(cls, x, gamma, beta, dy, lay: staged.Layout, rng, report: Report) -> _Inputs:
+    def prepare(cls, x, params: dict, dy, lay: staged.Layout, rng, report: Report) -> _Inputs:
         dtype = x.dtype
-        gamma = _affine(gamma, "gamma", lay, dtype)
-        beta = _affine(beta, "beta", lay, dtype)
-        if gamma is not None and gamma.size > 1 and np.ptp(gamma) == 0:
-            gamma = (1.0 + 0.5 * rng.standard_normal(gamma.shape)).astype(dtype)
-            report.notes.append("gamma was constant: checked with a random gamma instead")
+        entry = norms.get(lay.norm)
+        kinds = dict(entry.params)
+        prepared = {}
+        for name, value in params.items():
+            if kinds[name] == norms.MIXING:
+                a = _mixing(value, name, lay.norm, dtype)
+                if np.ptp(a) == 0:
+                    a = rng.standard_normal(a.shape).astype(dtype)
+                    report.notes.append(f"{name} was constant (equal logits): checked with random logits instead")
+            else:
+                a = _affine(value, name, lay, dtype)
+                if name == "gamma" and a is not None and a.size > 1 and np.ptp(a) == 0:
+                    a = (1.0 + 0.5 * rng.standard_normal(a.shape)).astype(dtype)
+                    report.notes.append("gamma was constant: checked with a random gamma instead")
+            prepared[name] = a
         if dy is None:
             dy = rng.standard_normal(x.shape).astype(dtype)
         else:
@@ -318,22 +365,35 @@ class _Inputs:
                 raise ValueError(f"check: dy must have x's shape {x.shape}, got {dy.shape}")
             if dy.size > 1 and np.ptp(dy) == 0:
                 report.notes.append("dy is constant: for batch norm dx is then zero and many bugs hide")
-        inputs = cls(x, gamma, beta, dy)
+        inputs = cls(x, prepared, dy)
         inputs.originals = [None if a is None else a.copy() for a in inputs.all]
         return inputs
 
     @property
-    def all(self) -> tuple:
-        return (self.x, self.gamma, self.beta, self.dy)
+    def names(self) -> tuple:
+        return ("x", *self.params, "dy")
 
     @property
-    def affine(self) -> tuple:
-        return (self.gamma, self.beta)
+    def all(self) -> tuple:
+        return (self.x, *self.params.values(), self.dy)
+
+    @property
+    def args(self) -> tuple:
+        """What forward is called with: x and the parameters."""
+        return (self.x, *self.params.values())
+
+    @property
+    def gamma(self) -> np.ndarray | None:
+        return self.params.get("gamma")
+
+    @property
+    def beta(self) -> np.ndarray | None:
+        return self.params.get("beta")
 
     def unchanged(self, when: str) -> Row:
         names = [
             n
-            for n, a, o in zip(("x", "gamma", "beta", "dy"), self.all, self.originals, strict=True)
+            for n, a, o in zip(self.names, self.all, self.originals, strict=True)
             if a is not None and not np.array_equal(a, o, equal_nan=True)
         ]
         cause = "the implementation writes into its input" if names else ""
@@ -361,11 +421,11 @@ def _note_conditioning(report: Report, bound, x) -> None:
         )
 
 
-def _run(forward: Callable, backward: Callable | None, inputs: _Inputs, report: Report) -> dict | None:
+def _run(forward: Callable, backward: Callable | None, inputs: _Inputs, report: Report, gradients: tuple):
     """Forward, then backward twice on the same cache: rows for exceptions, inputs written and repeatability.
     The outputs as returned ({"y"} alone without a backward, or when it raised), or None if forward raised."""
     try:
-        y, cache = _call_forward(forward, *inputs.all[:3])
+        y, cache = _call_forward(forward, *inputs.args)
     except _Failed as exc:
         report.add(Row("forward runs", False, detail=str(exc)))
         return None
@@ -376,27 +436,29 @@ def _run(forward: Callable, backward: Callable | None, inputs: _Inputs, report: 
         return got
     before = _snapshot(cache)
     try:
-        grads = _call_backward(backward, inputs.dy, cache)
+        grads = _call_backward(backward, inputs.dy, cache, gradients)
         report.add(inputs.unchanged("backward"))
         inputs.restore()  # the repeat gets the same dy, so "backward repeatable" judges the cache alone
         written = changed_entries(before, cache)
-        again = _call_backward(backward, inputs.dy, cache)
+        again = _call_backward(backward, inputs.dy, cache, gradients)
         inputs.restore()
     except _Failed as exc:
         report.add(Row("backward runs", False, detail=str(exc)))
         return got
     report.add(_repeatable(grads, again, written))
-    got.update(dx=grads[0], dgamma=grads[1], dbeta=grads[2])
+    got.update(zip(gradients, grads, strict=True))
     return got
 
 
-KINDS = {"y": "x", "dx": "x", "dgamma": "affine", "dbeta": "affine"}
+def _kind(lay: staged.Layout, tensor: str) -> str:
+    """How an element of a tensor is named: "x" for y and dx, else the kind of the parameter it differentiates."""
+    return norms.get(lay.norm).kind(tensor)
 
 
 def _against_staged(report: Report, got: dict, want: dict, bound, lay, inputs: _Inputs) -> dict:
     """A row per tensor the implementation owes; returns the tensors in the reference's shape, float64."""
     compared = {}
-    for nm in ("y", "dx", "dgamma", "dbeta"):
+    for nm in want:
         if nm not in got or not _owed(nm, got[nm], inputs):
             continue
         value = _values(got[nm], want[nm])
@@ -404,14 +466,14 @@ def _against_staged(report: Report, got: dict, want: dict, bound, lay, inputs: _
             report.add(Row(f"{nm} vs staged graph", False, detail=f"not comparable: {_shape_of(got[nm])}"))
             continue
         compared[nm] = value
-        report.add(_compare(f"{nm} vs staged graph", value, want[nm], getattr(bound, nm), lay, KINDS[nm]))
+        report.add(_compare(f"{nm} vs staged graph", value, want[nm], bound.of(nm), lay, _kind(lay, nm)))
     return compared
 
 
 def _owed(nm: str, value, inputs: _Inputs) -> bool:
     """Is this output compared? dgamma when gamma was given. dbeta when both gamma and beta were, and when
     either was and the implementation returned one: PyTorch returns None for a bias it was not given, and
-    this project's kernels return no affine gradients without gamma."""
+    this project's kernels return no affine gradients without gamma. The mixing weights' always."""
     if nm == "dgamma":
         return inputs.gamma is not None
     if nm == "dbeta":
@@ -420,10 +482,16 @@ def _owed(nm: str, value, inputs: _Inputs) -> bool:
     return True
 
 
-def _against_finite_differences(report, forward, inputs: _Inputs, compared, want, bound, ref_cache, rng, budget):
+def _against_finite_differences(
+    report, forward, inputs: _Inputs, compared, want, bound, ref_cache, rng, budget, eps_follows_dtype=False
+):
     """dx, dgamma, dbeta against differences of the implementation's own forward: the rows by tensor, and the
     dtype the differences were taken in."""
-    fd_dtype, fd_note = _fd_precision(forward, *inputs.all[:3])
+    if eps_follows_dtype and inputs.x.dtype != np.float64:
+        fd_dtype = np.dtype(inputs.x.dtype)
+        fd_note = f"eps=None is the machine epsilon of the input's dtype: finite differences in {fd_dtype}"
+    else:
+        fd_dtype, fd_note = _fd_precision(forward, *inputs.args)
     if fd_note:
         report.notes.append(fd_note)
     dy64 = inputs.dy.astype(np.float64)
@@ -438,15 +506,16 @@ def _against_finite_differences(report, forward, inputs: _Inputs, compared, want
     y_bound = bound.y if fd_dtype == inputs.x.dtype else error_bounds.bounds(ref_cache, dy64, fd_dtype).y
     rows = {}
     try:
-        probe = Probe.at(forward_y, list(inputs.all[:3]), dy64, y_bound, fd_dtype)
+        probe = Probe.at(forward_y, list(inputs.args), dy64, y_bound, fd_dtype)
     except _Failed as exc:
         probe, failure = None, exc
-    for nm, arg in [("dx", 0), ("dgamma", 1), ("dbeta", 2)]:
-        if inputs.all[arg] is None or nm not in compared:
+    lay = ref_cache["layout"]
+    for arg, (nm, value) in enumerate(zip(norms.get(lay.norm).gradients, inputs.args, strict=True)):
+        if value is None or nm not in compared:
             continue
-        shape = inputs.all[arg].shape
+        shape = value.shape
         target = Target(
-            nm, arg, KINDS[nm], compared[nm].reshape(shape), getattr(bound, nm).reshape(shape), want[nm].reshape(shape)
+            nm, arg, _kind(lay, nm), compared[nm].reshape(shape), bound.of(nm).reshape(shape), want[nm].reshape(shape)
         )
         try:
             if probe is None:
@@ -502,6 +571,19 @@ def _repeatable(grads, again, written: list[str]) -> Row:
     return Row("backward repeatable", False, where=entries or "second call differs", cause=cause)
 
 
+def _allowed_shapes(nm: str, lay: staged.Layout, inputs: _Inputs) -> set:
+    """The shapes an output may come in: x's for y and dx; the parameter's own shape for its gradient, or the
+    shape it was given in (cs231n's (1, C, 1, 1), the other affine parameter's when it alone was given)."""
+    entry = norms.get(lay.norm)
+    if entry.kind(nm) == "x":
+        return {tuple(inputs.x.shape)}
+    name = nm[1:]
+    given = inputs.params.get(name)
+    if given is None:
+        given = inputs.gamma if inputs.gamma is not None else inputs.beta
+    return {entry.param_shape(name, lay), tuple(given.shape)}
+
+
 def _shapes(got: dict, lay: staged.Layout, inputs: _Inputs) -> Row:
     problems, keepdims = [], []
     for nm, a in got.items():
@@ -509,8 +591,7 @@ def _shapes(got: dict, lay: staged.Layout, inputs: _Inputs) -> Row:
             if a is not None:
                 problems.append(f"{nm} should be None without {'gamma' if nm == 'dgamma' else 'gamma or beta'}")
             continue
-        given = inputs.gamma if inputs.gamma is not None else inputs.beta
-        allowed = {tuple(inputs.x.shape)} if nm in ("y", "dx") else {tuple(lay.affine_shape), tuple(given.shape)}
+        allowed = _allowed_shapes(nm, lay, inputs)
         shape = None if a is None else np.shape(a)
         if shape not in allowed:
             want = " or ".join(str(s) for s in sorted(allowed, key=len))
@@ -523,7 +604,7 @@ def _shapes(got: dict, lay: staged.Layout, inputs: _Inputs) -> Row:
     cause = ""
     if keepdims:
         cause = f"{' and '.join(keepdims)} {'have' if len(keepdims) > 1 else 'has'} the right values, kept in a shape "
-        cause += "with extra axes of size 1 (keepdims=True): return them in gamma's shape"
+        cause += "with extra axes of size 1 (keepdims=True): return them in their parameter's shape"
     return Row("shapes", not problems, where=text[:80], detail=text if len(text) > 80 else "", cause=cause)
 
 
@@ -542,12 +623,12 @@ def _dtypes(got: dict, dtype, strict: bool) -> Row:
     return Row("dtypes", True, warn=bool(wider), where=text)
 
 
-def _fd_precision(forward: Callable, x, gamma, beta) -> tuple[np.dtype, str]:
+def _fd_precision(forward: Callable, x, *params) -> tuple[np.dtype, str]:
     """The dtype the finite differences can be trusted at, and a note when it is not float64. float64 if the
     forward computes float64 input in float64. One that returns float32 for it computes in float32; one that
     returns float64 but rounds its input to float32 inside sees no change when every element moves by
     2**-30 of itself. Their differences are taken in float32, the steps they really see."""
-    as64 = [None if a is None else a.astype(np.float64) for a in (x, gamma, beta)]
+    as64 = [None if a is None else a.astype(np.float64) for a in (x, *params)]
     float32 = np.dtype(np.float32)
     try:
         y64 = _call_forward(forward, *as64)[0]
@@ -562,19 +643,27 @@ def _fd_precision(forward: Callable, x, gamma, beta) -> tuple[np.dtype, str]:
     return np.dtype(np.float64), ""
 
 
-def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, bound, dy) -> list[Row]:
-    """Per statistics group: sum(dx) = 0 and sum(dx * xhat) = rstd * mean(g * xhat) * M * eps / (var + eps)."""
+def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, bound, dy, identities: tuple) -> list[Row]:
+    """Per statistics group, those of the norm's identities (verify.norms) that hold for it: sum(dx) = 0 and
+    sum(dx * xhat) = rstd * mean(g * xhat) * M * eps / (var + eps) = rstd**3 * mean(g * xhat) * M * eps. For
+    RMSNorm var is ms: dx = rstd (g - xhat mean(g xhat)) gives sum(dx xhat) = rstd M mean(g xhat) (1 -
+    mean(xhat**2)), and mean(xhat**2) = var / (var + eps) for either."""
     ax = lay.reduce_axes
     dxv = np.asarray(dx, dtype=np.float64).reshape(lay.view_shape)
     xhat = ref_cache["xhat"].reshape(lay.view_shape)
     g = (np.asarray(dy, np.float64) * ref_cache["gamma"].reshape(lay.affine_broadcast)).reshape(lay.view_shape)
-    var, ivar = ref_cache["var"], ref_cache["ivar"]
-    eps_term = ivar * (g * xhat).mean(axis=ax, keepdims=True) * lay.count * eps / (var + eps)
     rows = []
-    for check, value, expected, allowed in [
-        ("sum(dx) = 0 per group", dxv.sum(axis=ax, keepdims=True), np.zeros_like(eps_term), bound.sum_dx),
-        ("sum(dx * xhat) = eps term per group", (dxv * xhat).sum(axis=ax, keepdims=True), eps_term, bound.sum_dx_xhat),
-    ]:
-        flat = [a.reshape(-1) for a in (value, expected, allowed)]
-        rows.append(_compare(check, *flat, lay, "stats", index_shape=lay.stats_shape))
+    if norms.SUM_DX in identities:
+        value = dxv.sum(axis=ax, keepdims=True)
+        rows.append(_identity_row("sum(dx) = 0 per group", value, np.zeros_like(value), bound.sum_dx, lay))
+    if norms.SUM_DX_XHAT in identities:
+        ivar = ref_cache["rstd"].reshape(lay.stats_broadcast)
+        eps_term = ivar * (g * xhat).mean(axis=ax, keepdims=True) * lay.count * eps * ivar**2  # eps / (var + eps)
+        value = (dxv * xhat).sum(axis=ax, keepdims=True)
+        rows.append(_identity_row("sum(dx * xhat) = eps term per group", value, eps_term, bound.sum_dx_xhat, lay))
     return rows
+
+
+def _identity_row(check: str, value, expected, allowed, lay: staged.Layout) -> Row:
+    flat = [a.reshape(-1) for a in (value, expected, allowed)]
+    return _compare(check, *flat, lay, "stats", index_shape=lay.stats_shape)

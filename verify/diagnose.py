@@ -3,7 +3,8 @@
 When a tensor disagrees with the reference, the verifier searches a space of hypotheses, each the staged
 graph of verify.staged with a few things changed (`Change`), and reports the simplest one that reproduces
 the implementation's tensor within the error bounds of verify.bounds. A hypothesis is built from the
-reference graph, never copied from it:
+reference graph, never copied from it. Each norm's registry entry (verify.norms) lists the families of
+mistakes tried for it (`FAMILIES`); the four norms of the family get these:
 
     the statistics view    mean and variance over other axes of x or of a view students build: any other
                            subset of the axes, channels grouped c % G, per (n, g, h, w), another G, the
@@ -14,6 +15,17 @@ reference graph, never copied from it:
                            sum, dgamma and dbeta over the wrong terms (`Stages.replace`)
     the arithmetic         float32 for the whole graph, or for the backward alone
     the layout of dy       the backward reshaping dy without moving C last while the forward did move it
+                           (batch norm)
+
+RMSNorm gets its own stages replaced (`rms_changes`): the mean subtracted (layer norm without beta), eps
+outside the square root or missing, the square root missing, a divisor of the mean square (M - 1 among
+them), the path through the mean square missing from dx (the - xhat mean(g xhat) term), its factors and
+signs, gamma missing or outside the row sums; and the arithmetic. Switchable Normalization gets its own
+(`switchable_changes`): raw logits as weights or weights normalized by their sum instead of a softmax, the
+mean's and the variance's weights swapped or shared, an unbiased variance (the authors' code uses the
+unbiased instance variance), eps outside the root; the softmax's gradient missing from the weights' gradients,
+a missing path to x through the instance, layer or batch statistics (or through every statistic, or every
+variance), a wrong divisor on one of them, gamma missing, dgamma without xhat; and the arithmetic.
 
 Single changes are tried first, then pairs (a view with a stage, or two stages); the first level that
 reproduces a tensor names the cause. When nothing does, the report says so and names the closest
@@ -31,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bounds as error_bounds
-from . import compare, staged
+from . import compare, norms, staged
 from .report import Report
 from .staged import Layout, Stages
 
@@ -74,13 +86,24 @@ class Context:
     """The inputs the implementation was checked on, and what it returned."""
 
     x: np.ndarray  # float64
-    gamma: np.ndarray  # float64, affine shape (ones when the implementation was given none)
-    beta: np.ndarray  # (zeros when none)
+    params: dict  # the norm's parameters, float64, by name (gamma ones and beta zeros when not given)
     dy: np.ndarray
     eps: float
     lay: Layout
     dtype: np.dtype  # of the implementation's input
-    got: dict  # tensor -> float64 array in the reference's shape (y, dx, dgamma, dbeta)
+    got: dict  # tensor -> float64 array in the reference's shape (y, dx, dgamma, ...)
+
+    @property
+    def gamma(self) -> np.ndarray:
+        return self.params["gamma"]
+
+    @property
+    def beta(self) -> np.ndarray:
+        return self.params["beta"]
+
+    @property
+    def entry(self) -> norms.Norm:
+        return norms.get(self.lay.norm)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,13 +128,13 @@ class Outcome:
 def _forward(ctx: Context, changes: tuple) -> tuple:
     """The forward part of a hypothesis: (view, y in x's shape, cache, dtype)."""
     view = next((c.layout for c in changes if c.layout is not None), ctx.lay)
-    stages = Stages(view, ctx.eps)
+    stages = ctx.entry.stages(view, ctx.eps)
     overrides = {name: fn for c in changes for name, fn in c.stages.items()}
     if overrides:
         stages = stages.replace(**overrides)
     dtype = np.float32 if any(c.float32 == "all" for c in changes) else np.float64
     with np.errstate(all="ignore"):
-        y_v, cache = staged.forward(ctx.x.reshape(view.x_shape), ctx.gamma, ctx.beta, stages=stages, dtype=dtype)
+        y_v, cache = staged.forward(ctx.x.reshape(view.x_shape), *ctx.params.values(), stages=stages, dtype=dtype)
     return view, np.asarray(y_v, np.float64).reshape(ctx.lay.x_shape), cache, dtype
 
 
@@ -145,7 +168,8 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
         if bkey not in memo:
             with np.errstate(all="ignore"):
                 b = error_bounds.bounds(_cast(cache, np.float64), dy_v, bound_dtype)
-            memo[bkey] = {"y": b.y.reshape(x_shape), "dx": unview(b.dx), "dgamma": b.dgamma, "dbeta": b.dbeta}
+            memo[bkey] = {"y": b.y.reshape(x_shape), "dx": unview(b.dx)}
+            memo[bkey].update((nm, b.of(nm)) for nm in ctx.entry.gradients[1:])
         return memo[bkey]
 
     tensors = {"y": y}
@@ -157,7 +181,7 @@ def evaluate(ctx: Context, changes: tuple, *, backward: bool = True, memo: dict 
         with np.errstate(all="ignore"):
             grads = staged.backward(dy_v, run)
         tensors["dx"] = unview(grads["dx"])
-        for nm in ("dgamma", "dbeta"):
+        for nm in ctx.entry.gradients[1:]:
             tensors[nm] = None if grads[nm] is None else np.asarray(grads[nm], np.float64)
         for c in changes:
             if c.post is not None:
@@ -193,11 +217,16 @@ def residual(got, outcome: Outcome, tensor: str) -> tuple[float, float]:
 # The space of hypotheses
 
 
+def _rows(lay: Layout) -> bool:
+    """Is the affine over the trailing normalized dims (layer norm, RMSNorm) rather than over channels?"""
+    return tuple(lay.affine_broadcast) == tuple(lay.affine_shape)
+
+
 def axis_names(lay: Layout) -> tuple:
     """Names of x's axes in the report: (N, D), (N, C, L), (N, C, H, W), (N, C, D, H, W), else axis k."""
     names = {2: ("N", "D"), 3: ("N", "C", "L"), 4: ("N", "C", "H", "W"), 5: ("N", "C", "D", "H", "W")}
     nd = len(lay.x_shape)
-    if lay.norm == "layer_norm" and nd > 2:
+    if _rows(lay) and nd > 2:
         return tuple(f"axis {i}" for i in range(nd))
     return names.get(nd, ("N", "C") + tuple(f"S{i}" for i in range(nd - 2)))
 
@@ -223,6 +252,9 @@ def _per(lay: Layout, kept) -> str:
 def describe_statistics(lay: Layout) -> str:
     """'statistics per channel over (N, H, W)' for the reference layouts."""
     nd = len(lay.x_shape)
+    words = norms.get(lay.norm).statistics_words
+    if words:
+        return words
     if lay.norm == "group_norm":
         per_group = lay.x_shape[1] // lay.groups
         return f"statistics per (sample, group of {per_group} channels) over the group's channels and " + (
@@ -233,12 +265,13 @@ def describe_statistics(lay: Layout) -> str:
 
 
 def _norm_name(lay: Layout) -> str:
-    if lay.norm == "group_norm":
-        return f"group norm with G={lay.groups}"
-    if lay.norm == "layer_norm":
+    title = norms.get(lay.norm).title
+    if lay.groups:
+        return f"{title} with G={lay.groups}"
+    if _rows(lay):
         k = len(lay.affine_shape)
-        return "layer norm over the last axis" if k == 1 else f"layer norm over the last {k} axes"
-    return lay.norm.replace("_", " ")
+        return f"{title} over the last axis" if k == 1 else f"{title} over the last {k} axes"
+    return title
 
 
 def _known_norms(x_shape: tuple) -> dict:
@@ -460,14 +493,6 @@ def forward_changes(lay: Layout, ctx: Context) -> list[Change]:
             },
             prior=40,
         ),
-        Change(
-            "float32",
-            "every stage",
-            "the arithmetic is done in float32 (an astype(np.float32) or a float32 constant)",
-            "forward",
-            float32="all",
-            prior=15,
-        ),
     ]
     return out
 
@@ -660,14 +685,6 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             prior=10,
         ),
         Change(
-            "float32_backward",
-            "the backward",
-            "the backward is computed in float32",
-            "backward",
-            float32="backward",
-            prior=15,
-        ),
-        Change(
             "dx_is_dxhat",
             "dx",
             "dx is dy * gamma: the backward stops before ivar and the statistics",
@@ -676,7 +693,7 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             prior=5,
         ),
     ]
-    if lay.norm in ("layer_norm", "group_norm"):  # gamma varies inside a group: pulling it out of the sums is wrong
+    if _gamma_varies_in_group(lay):  # gamma varies inside a group: pulling it out of the sums is wrong
         out.append(
             Change(
                 "gamma_outside_sum",
@@ -691,9 +708,47 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
                 prior=5,
             )
         )
-    if len(lay.x_shape) >= 3 and lay.norm == "batch_norm":
-        out.append(_dy_unmoved(lay))
     return out
+
+
+def _gamma_varies_in_group(lay: Layout) -> bool:
+    """Does some statistics group hold elements with different gammas (layer norm, group norm with C/G > 1)?"""
+    groups, affine = lay.stats_index().reshape(-1), lay.affine_index().reshape(-1)
+    first = np.zeros(groups.max(initial=-1) + 1, dtype=np.int64)
+    first[groups] = affine  # some element's gamma index per group
+    return bool(np.any(first[groups] != affine))
+
+
+def float32_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """The whole graph, or the backward alone, computed in float32."""
+    return [
+        Change(
+            "float32",
+            "every stage",
+            "the arithmetic is done in float32 (an astype(np.float32) or a float32 constant)",
+            "forward",
+            float32="all",
+            prior=15,
+        ),
+        Change(
+            "float32_backward",
+            "the backward",
+            "the backward is computed in float32",
+            "backward",
+            float32="backward",
+            prior=15,
+        ),
+    ]
+
+
+def dy_layout_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """The backward's reshape of dy to (N*H*W, C) without moving C last, where x has spatial dims."""
+    return [_dy_unmoved(lay)] if len(lay.x_shape) >= 3 else []
+
+
+def stage_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """The four norms' stages replaced, forward and backward."""
+    return forward_changes(lay, ctx) + backward_changes(lay, ctx)
 
 
 def _gamma_in_view(s: Stages, gamma) -> np.ndarray:
@@ -723,6 +778,349 @@ def _dy_unmoved(lay: Layout) -> Change:
     )
 
 
+def rms_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """RMSNorm's stages replaced (verify.staged.RMSNormStages), forward and backward."""
+    m = lay.count
+    out = []
+    for d, words in _divisors(lay).items():
+        unbiased = d == m - 1
+        out.append(
+            Change(
+                f"ms_divisor={d}",
+                "ms = mean(sq)",
+                f"the mean square divides the sum of squares by {words} instead of M = {m}"
+                + (" (the unbiased variance's divisor; RMSNorm's mean square divides by M)" if unbiased else ""),
+                "forward",
+                stages={"ms": lambda s, sq, d=d: s.sum(sq) / d},
+                prior=10 if unbiased else 30,
+            )
+        )
+    out += [
+        Change(
+            "mean_subtracted",
+            "sq = x ** 2, xhat = x * irms",
+            "the mean is subtracted, as layer norm does: this is layer norm without beta, while RMSNorm divides x "
+            "itself by its root mean square",
+            "forward",
+            stages={
+                "sq": lambda s, x: (x - s.sum(x) / s.m) ** 2,
+                "xhat": lambda s, x, irms: (x - s.sum(x) / s.m) * irms,
+            },
+            prior=5,
+        ),
+        Change(
+            "eps_outside",
+            "rms = sqrt(ms + eps)",
+            "eps is added outside the square root: 1 / (sqrt(mean(x**2)) + eps)",
+            "forward",
+            stages={"rms": lambda s, ms: np.sqrt(ms) + s.eps},
+            prior=5,
+        ),
+        Change(
+            "eps_missing",
+            "rms = sqrt(ms + eps)",
+            "eps is missing: 1 / sqrt(mean(x**2))",
+            "forward",
+            stages={"rms": lambda s, ms: np.sqrt(ms)},
+            prior=8,
+        ),
+        Change(
+            "sqrt_missing",
+            "rms = sqrt(ms + eps)",
+            "the square root is missing: x is divided by mean(x**2) + eps, not by its root",
+            "forward",
+            stages={"rms": lambda s, ms: ms + s.eps},
+            prior=20,
+        ),
+        Change(
+            "gamma_missing_forward",
+            "out = gamma * xhat",
+            "gamma is never applied in the forward",
+            "forward",
+            stages={"out": lambda s, gamma, xhat: xhat + 0.0 * gamma},
+            prior=20,
+        ),
+    ]
+    for d, words in {**_divisors(lay), 1: "1 (no division)"}.items():
+        missing = d == 1
+        out.append(
+            Change(
+                f"ms_path_divisor={d}",
+                "dsq = dms / M, the backward of ms = mean(sq)",
+                "the 1/M is missing" if missing else f"divides by {words} instead of M = {m}",
+                "backward",
+                stages={"dsq": lambda s, dms, x, d=d: np.ones_like(x) / d * dms},
+                prior=10 if missing else 20,
+            )
+        )
+    out += [
+        Change(
+            "no_ms_path",
+            "dx2, the path through ms",
+            "dx is missing the path through the mean square: the - xhat * mean(dy * gamma * xhat) term (dx = dy * "
+            "gamma * rstd, as if rstd were a constant)",
+            "backward",
+            stages={"dx2": lambda s, dsq, x: np.zeros_like(x)},
+            prior=2,
+        ),
+        Change(
+            "drms_sign",
+            "drms = -dirms / rms**2",
+            "the sign of the backward of irms = 1 / rms is flipped",
+            "backward",
+            stages={"drms": lambda s, dirms, rms: dirms / rms**2},
+            prior=15,
+        ),
+        Change(
+            "no_factor_2",
+            "dx2 = 2 * x * dsq",
+            "the factor 2 from sq = x**2 is missing",
+            "backward",
+            stages={"dx2": lambda s, dsq, x: x * dsq},
+            prior=15,
+        ),
+        Change(
+            "no_half",
+            "dms = 0.5 / sqrt(ms + eps) * drms",
+            "the factor 1/2 from the square root is missing",
+            "backward",
+            stages={"dms": lambda s, drms, ms: 1.0 / np.sqrt(ms + s.eps) * drms},
+            prior=15,
+        ),
+        Change(
+            "dms_without_eps",
+            "dms = 0.5 / sqrt(ms + eps) * drms",
+            "the backward of the square root leaves eps out: 0.5 / sqrt(ms)",
+            "backward",
+            stages={"dms": lambda s, drms, ms: 0.5 / np.sqrt(ms) * drms},
+            prior=25,
+        ),
+        Change(
+            "gamma_missing_backward",
+            "dxhat = dy * gamma",
+            "gamma is missing in the backward: dxhat = dy",
+            "backward",
+            stages={"dxhat": lambda s, dout, gamma: dout + 0.0 * gamma},
+            prior=3,
+        ),
+        Change(
+            "dgamma_no_xhat",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dy alone, without xhat",
+            "backward",
+            stages={"dgamma": lambda s, dout, xhat: s.sum_affine(dout + 0.0 * xhat)},
+            prior=10,
+        ),
+        Change(
+            "dgamma_x",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dy * x instead of dy * xhat",
+            "backward",
+            stages={"dgamma": lambda s, dout, xhat: s.sum_affine(dout * ctx.x.reshape(dout.shape))},
+            prior=20,
+        ),
+    ]
+    if _gamma_varies_in_group(lay):
+        out.append(
+            Change(
+                "gamma_outside_sum",
+                "dxhat = dy * gamma",
+                "gamma multiplies dx after the row sum instead of dy inside it: gamma * rstd * (dy - xhat * "
+                "mean(dy * xhat))",
+                "backward",
+                stages={
+                    "dxhat": lambda s, dout, gamma: dout + 0.0 * gamma,
+                    "dx": lambda s, dx1, dx2: (dx1 + dx2) * _gamma_in_view(s, ctx.gamma),
+                },
+                prior=5,
+            )
+        )
+    return out
+
+
+def _softmax_by_sum(s, logits):
+    return logits / logits.sum()
+
+
+def switchable_changes(lay: Layout, ctx: Context) -> list[Change]:
+    """Switchable Normalization's stages replaced (verify.staged.SwitchableNormStages), forward and backward."""
+    n, c, spatial = lay.view_shape
+    counts = {"in": spatial, "ln": c * spatial, "bn": n * spatial}
+    words = {"in": "instance", "ln": "layer", "bn": "batch"}
+    out = [
+        Change(
+            "raw_logits",
+            "w = softmax(mean_weight), v = softmax(var_weight)",
+            "the raw logits are used as the mixing weights: mean_weight and var_weight are never softmaxed",
+            "forward",
+            stages={"w": lambda s, a: a + 0.0, "v": lambda s, a: a + 0.0},
+            prior=5,
+        ),
+        Change(
+            "weights_by_sum",
+            "w = softmax(mean_weight), v = softmax(var_weight)",
+            "the mixing weights are the logits divided by their sum, not their softmax",
+            "forward",
+            stages={"w": _softmax_by_sum, "v": _softmax_by_sum},
+            prior=8,
+        ),
+        Change(
+            "weights_swapped",
+            "mean = sum w_k mean_k, var = sum v_k var_k",
+            "the weights are swapped: the means are mixed with softmax(var_weight), the variances with "
+            "softmax(mean_weight)",
+            "forward",
+            stages={
+                "mean": lambda s, w, mi, ml, mb: _mix(_softmax(ctx, "var_weight", w), mi, ml, mb),
+                "var": lambda s, v, vi, vl, vb: _mix(_softmax(ctx, "mean_weight", v), vi, vl, vb),
+            },
+            prior=15,
+        ),
+        Change(
+            "var_weights_unused",
+            "var = sum v_k var_k",
+            "var_weight is never used: the variances are mixed with softmax(mean_weight) too",
+            "forward",
+            stages={"var": lambda s, v, vi, vl, vb: _mix(_softmax(ctx, "mean_weight", v), vi, vl, vb)},
+            prior=12,
+        ),
+        Change(
+            "eps_outside",
+            "sqrtvar = sqrt(var + eps)",
+            "eps is added outside the square root: 1 / (sqrt(var) + eps)",
+            "forward",
+            stages={"sqrtvar": lambda s, var: np.sqrt(var) + s.eps},
+            prior=10,
+        ),
+    ]
+    for kind, count in counts.items():
+        out.append(
+            Change(
+                f"unbiased_var_{kind}",
+                f"var_{kind} = mean((x - mean_{kind})**2)",
+                f"the {words[kind]} variance is the unbiased one (divides by {count - 1} instead of {count}"
+                + (", as torch's x.var(-1) in the authors' code" if kind == "in" else "")
+                + "); switchable norm mixes biased variances",
+                "forward",
+                stages={
+                    f"var_{kind}": lambda s, x, mean_k, kind=kind, count=count: (
+                        s.mean_over((x - mean_k) ** 2, kind) * count / (count - 1)
+                    )
+                },
+                prior=5 if kind == "in" else 10,
+            )
+        )
+    out += [
+        Change(
+            "no_softmax_backward",
+            "dmean_weight = w * (dw - sum(w * dw))",
+            "the softmax's gradient is missing: the gradient with respect to the weights w = softmax(mean_weight) "
+            "is returned as the logits' (dmean_weight = dw, not w * (dw - sum(w * dw)); likewise dvar_weight)",
+            "backward",
+            stages={"dmean_weight": lambda s, dw, w: dw + 0.0 * w, "dvar_weight": lambda s, dv, v: dv + 0.0 * v},
+            prior=2,
+        ),
+        Change(
+            "no_stats_paths",
+            "dx = dxmu + dx_in + dx_ln + dx_bn",
+            "dx stops at xhat: dx = dy * gamma * rstd, as if the statistics were constants",
+            "backward",
+            stages={"dx": lambda s, dxmu, dx_in, dx_ln, dx_bn: dxmu + 0.0 * dx_in},
+            prior=1,
+        ),
+        Change(
+            "no_var_paths",
+            "dvar, the paths through var",
+            "dx is missing the variance paths: the gradient through the mixed variance is never added",
+            "backward",
+            stages={"dvar": lambda s, dsqrtvar, var: np.zeros_like(dsqrtvar)},
+            prior=4,
+        ),
+        Change(
+            "no_mean_paths",
+            "dmean, the paths through mean",
+            "dx is missing the mean paths: the gradient through the mixed mean is never added",
+            "backward",
+            stages={"dmean": lambda s, dxmu: np.zeros_like(s.sum(dxmu))},
+            prior=4,
+        ),
+        Change(
+            "gamma_missing_backward",
+            "dxhat = dy * gamma",
+            "gamma is missing in the backward: dxhat = dy",
+            "backward",
+            stages={"dxhat": lambda s, dgammax, gamma: dgammax + 0.0 * gamma},
+            prior=3,
+        ),
+        Change(
+            "dgamma_no_xhat",
+            "dgamma = sum(dy * xhat)",
+            "dgamma sums dy alone, without xhat",
+            "backward",
+            stages={"dgamma": lambda s, dgammax, xhat: s.sum_affine(dgammax + 0.0 * xhat)},
+            prior=10,
+        ),
+        Change(
+            "affine_grads_swapped",
+            "dgamma, dbeta",
+            "dgamma and dbeta are swapped",
+            "backward",
+            post=lambda out: {**out, "dgamma": out["dbeta"], "dbeta": out["dgamma"]},
+            prior=10,
+        ),
+    ]
+    for kind, count in counts.items():
+        stage = f"dx_{kind}"
+        out.append(
+            Change(
+                f"no_{words[kind]}_path",
+                f"{stage}, the path through mean_{kind} and var_{kind}",
+                f"dx is missing the path through the {words[kind]} statistics (mean_{kind} and var_{kind})",
+                "backward",
+                stages={stage: lambda s, dm, dv, x, mean_k: np.zeros_like(x)},
+                prior=2,
+            )
+        )
+        for d, said in {spatial: "S", c * spatial: "C*S", n * spatial: "N*S", count - 1: "M - 1"}.items():
+            if d == count or d <= 0:
+                continue
+            out.append(
+                Change(
+                    f"{stage}_divisor={d}",
+                    f"{stage} = (dmean_{kind} + 2 (x - mean_{kind}) dvar_{kind}) / M",
+                    f"the path through the {words[kind]} statistics divides by {said} = {d} instead of {count}",
+                    "backward",
+                    stages={
+                        stage: lambda s, dm, dv, x, mean_k, d=d: (dm + 2.0 * (x - mean_k) * dv) / d,
+                    },
+                    prior=20,
+                )
+            )
+    return out
+
+
+def _mix(weights, instance, layer, batch):
+    return weights[0] * instance + weights[1] * layer + weights[2] * batch
+
+
+def _softmax(ctx: Context, name: str, like: np.ndarray) -> np.ndarray:
+    """softmax of one of the context's logits, in the dtype of the graph's own weights."""
+    logits = ctx.params[name].astype(like.dtype)
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+# The families of mistakes a norm's registry entry may list, and the hypotheses each one builds.
+FAMILIES: dict[str, Callable[[Layout, Context], list[Change]]] = {
+    norms.VIEW: lambda lay, ctx: view_changes(lay),
+    norms.STAGES: stage_changes,
+    norms.FLOAT32: float32_changes,
+    norms.DY_LAYOUT: dy_layout_changes,
+    norms.RMS_STAGES: rms_changes,
+    norms.SWITCHABLE_STAGES: switchable_changes,
+}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The search
 
@@ -743,9 +1141,10 @@ class Finding:
 class _Search:
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.views = view_changes(ctx.lay)
-        self.forward = forward_changes(ctx.lay, ctx)
-        self.backward = backward_changes(ctx.lay, ctx)
+        changes = [c for family in ctx.entry.mistakes for c in FAMILIES[family](ctx.lay, ctx)]
+        self.views = [c for c in changes if c.layout is not None]
+        self.forward = [c for c in changes if c.layout is None and c.part == "forward"]
+        self.backward = [c for c in changes if c.part == "backward"]
         self._forwards: dict[tuple, tuple] = {}
         self._outcomes: dict[tuple, Outcome | None] = {}
         self._reference_residuals: dict[tuple, float] = {}
@@ -914,11 +1313,8 @@ def explain_report(
     """Fill the `cause` of each failing "vs staged graph" row, and the report's diagnosis. fd_sharp: the
     finite differences were taken in float64, fine enough to tell an exact gradient from a wrong one. bound:
     verify.bounds for the implementation's dtype."""
-    failing = [
-        t
-        for t in ("y", "dx", "dgamma", "dbeta")
-        if (r := report.row(f"{t} vs staged graph")) is not None and not r.passed
-    ]
+    entry = norms.get(lay.norm)
+    failing = [t for t in entry.tensors if (r := report.row(f"{t} vs staged graph")) is not None and not r.passed]
     _explain_shapes(report, got, lay, ref_cache, dy, bound)
     failing = [t for t in failing if t in compared]
     if not failing:
@@ -932,8 +1328,7 @@ def explain_report(
     # the reference's cache holds gamma = 1 and beta = 0 where the implementation was given none
     ctx = Context(
         ref_cache["x"],
-        ref_cache["gamma"],
-        ref_cache["beta"],
+        {name: ref_cache[name] for name in entry.param_names},
         np.asarray(dy, np.float64),
         ref_cache["eps"],
         lay,
@@ -982,9 +1377,9 @@ def _explain_eval_mode(report: Report, compared: dict, lay: Layout, ref_cache: d
     row = report.row("y vs staged graph")
     if row is None or row.passed or "y" not in compared:
         return
-    y, cache = staged.forward(
-        ref_cache["x"], ref_cache["gamma"], ref_cache["beta"], stages=Stages(lay, ref_cache["eps"])
-    )
+    entry = norms.get(lay.norm)
+    params = [ref_cache[name] for name in entry.param_names]
+    y, cache = staged.forward(ref_cache["x"], *params, stages=entry.stages(lay, ref_cache["eps"]))
     bound = error_bounds.bounds(cache, np.zeros(lay.x_shape), dtype).y
     if np.all(compare.over(compare.error(compared["y"], y), bound) <= 1):
         row.cause = "eval mode normalizes with the batch's mean and variance instead of the running statistics"
@@ -997,7 +1392,7 @@ def _explain_finite_differences(report: Report, lay: Layout) -> None:
     y = report.row("y vs staged graph")
     if y is None or y.passed:
         return
-    for t in ("dx", "dgamma", "dbeta"):
+    for t in norms.get(lay.norm).gradients:
         fd, ref = report.row(f"{t} vs finite differences"), report.row(f"{t} vs staged graph")
         if fd is not None and ref is not None and not fd.passed and ref.passed and not fd.cause:
             fd.cause = f"{t} is right for {_norm_name(lay)}: it is the forward that is wrong (see y)"
@@ -1013,9 +1408,11 @@ def _explain_shapes(report: Report, got: dict, lay: Layout, ref_cache: dict, dy,
     dy = np.asarray(dy, np.float64)
     nd = len(lay.x_shape)
     affine_axes = set(range(nd)) - set(lay.affine_reduce_axes)
-    for t, terms, allowed in (("dgamma", dy * ref_cache["xhat"], bound.dgamma), ("dbeta", dy, bound.dbeta)):
+    affine = (("dgamma", dy * ref_cache["xhat"]), ("dbeta", dy))
+    for t, terms in affine:
         a = got.get(t)
-        if a is None or np.size(a) == math.prod(lay.affine_shape):
+        allowed = bound.of(t)
+        if a is None or allowed is None or np.size(a) == math.prod(lay.affine_shape):
             continue
         a = np.asarray(a, np.float64)
         full = np.broadcast_to(np.asarray(allowed).reshape(lay.affine_broadcast), lay.x_shape)

@@ -14,10 +14,25 @@ most R / 4 (`step_fraction`; a power of two, see verify.numerical.exact_step), s
 shrink by (h / R)**2 <= 1/16 an order and the Richardson estimate of verify.numerical is reliable. gamma and
 beta enter y linearly: any step is exact but for rounding, and h = max(1, |gamma_c|) / 4 keeps rounding small.
 
+Every norm's statistic is a quadratic form Q in x (var, or RMSNorm's ms, or Switchable Norm's mix of variances),
+so along any direction v, Q(x + t v) + eps = (Q(x) + eps) + 2 t B(x, v) + t**2 Q(v), never 0 for real t when
+eps > 0: its roots are complex conjugates with |t| = sqrt((Q(x) + eps) / Q(v)), and phi is analytic within the
+smallest such radius over the groups v moves. For one element, Q(e_i) is (M - 1) / M**2 for the four norms
+(above), 1 / M for RMSNorm (R = sqrt(M) * rms), and for Switchable Norm, whose element i of row (n, c) moves the
+instance statistics of its row, the layer statistics of every row of sample n and the batch statistics of
+every row of channel c, sum_k v_k (M_k - 1) / M_k**2 in its own row, v_1 (C S - 1) / (C S)**2 in the other
+rows of sample n and v_2 (N S - 1) / (N S)**2 in those of channel c: R is the smallest of the three radii.
+
+The mixing logits of Switchable Norm enter through softmaxes: sum_k c_k exp(a_k + t d_k) with every c_k > 0 (the
+softmax's denominator, and var + eps = sum_k exp(...) (var_k + eps) / sum_k exp(...)) has no zero while |Im t|
+ptp(d) < pi, since then the rotated terms lie within a half-plane. So R >= pi / ptp(d), pi for one logit, and the
+step is step_fraction of that.
+
 A random direction v (large inputs) is drawn per group in units of sigma, v = z * sigma with z standard
-normal; var(t) + eps = sigma**2 (1 + 2 rho t + q t**2) with q the variance of z over the group, whose roots
-have |t| = 1 / sqrt(q): h = step_fraction / sqrt(max q). A direction is rounded so that x + t v is exact for the
-steps used, except where an element crosses a power of two; the tolerance adds what that half ulp can move.
+normal; var(t) + eps = sigma**2 (1 + 2 rho t + q t**2) with q = Q(z) (for the four norms the variance of z over
+the group), whose roots have |t| = 1 / sqrt(q): h = step_fraction / sqrt(max q). A direction is rounded so that
+x + t v is exact for the steps used, except where an element crosses a power of two; the tolerance adds what
+that half ulp can move.
 
 Tolerance of one comparison: the analytic side's own error bound (verify.bounds, for the dtype of the
 gradient under test) + 2 x the Richardson estimate + the rounding of phi (6 nu / h, with nu the bound on
@@ -38,16 +53,27 @@ from .numerical import ROUNDING_GAIN, exact_step, richardson, ulps_power_of_two
 from .report import Row
 from .staged import Layout
 
+AFFINE, MIXING = "affine", "mixing"  # kinds of parameters (verify.norms)
+
+
+def get(norm: str):
+    """The norm's registry entry (verify.norms imports this module: a late import)."""
+    from .norms import get as registry_entry
+
+    return registry_entry(norm)
+
+
 ESTIMATE_FACTOR = 2.0
 
 
 @dataclass
 class Target:
-    """What one finite-difference row differentiates: argument `arg` (0 x, 1 gamma, 2 beta) of forward."""
+    """What one finite-difference row differentiates: argument `arg` of forward (0 x, then the norm's parameters
+    in order: 1 gamma, 2 beta, ...)."""
 
-    name: str  # "dx", "dgamma", "dbeta"
+    name: str  # "dx", "dgamma", "dbeta", "dmean_weight", ...
     arg: int
-    kind: str  # "x" or "affine", for Layout.describe
+    kind: str  # "x", "affine" or "mixing" (verify.norms), for Layout.describe and the steps
     analytic: np.ndarray  # the implementation's gradient, float64, in the argument's shape
     bound: np.ndarray  # verify.bounds of the analytic gradient, same shape
     reference: np.ndarray  # the staged graph's gradient, same shape: the scale of the true one
@@ -67,13 +93,10 @@ def step_fraction(dtype) -> float:
     return min(0.25, error_bounds.unit_roundoff(dtype) ** 0.2)
 
 
-def _element_steps(lay: Layout, ivar: np.ndarray, x: np.ndarray, dtype) -> np.ndarray:
-    """h per element of x: a fraction of the radius of analyticity of its group (see the module docstring)."""
-    m = max(lay.count, 2)
-    sigma = 1.0 / np.abs(ivar)
-    radius = sigma * m / np.sqrt(m - 1)
-    target = np.broadcast_to(radius * step_fraction(dtype), lay.view_shape).reshape(lay.x_shape)
-    return exact_step(target, x, dtype)
+def _sigma(cache: dict) -> np.ndarray:
+    """sqrt(var + eps) (or rms) per statistics group, kept for broadcasting against the view."""
+    lay: Layout = cache["layout"]
+    return 1.0 / np.abs(cache["rstd"]).reshape(lay.stats_broadcast)
 
 
 def _noise_per_group(lay: Layout, y_bound: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -83,12 +106,73 @@ def _noise_per_group(lay: Layout, y_bound: np.ndarray, dy: np.ndarray) -> np.nda
     return np.broadcast_to(group, lay.view_shape).reshape(lay.x_shape)
 
 
+def centred_elements(cache: dict, y_bound: np.ndarray, dy: np.ndarray) -> tuple:
+    """The four norms: R = sigma M / sqrt(M - 1) per group (the module docstring), and the group's rounding."""
+    lay: Layout = cache["layout"]
+    m = max(lay.count, 2)
+    radius = _sigma(cache) * m / np.sqrt(m - 1)
+    return np.broadcast_to(radius, lay.view_shape).reshape(lay.x_shape), _noise_per_group(lay, y_bound, dy)
+
+
+def rms_elements(cache: dict, y_bound: np.ndarray, dy: np.ndarray) -> tuple:
+    """RMSNorm: ms(t) + eps = (ms + eps) + 2 t x_i / M + t**2 / M, roots of modulus sqrt(M) * rms."""
+    lay: Layout = cache["layout"]
+    radius = _sigma(cache) * np.sqrt(max(lay.count, 1))
+    return np.broadcast_to(radius, lay.x_shape), _noise_per_group(lay, y_bound, dy)
+
+
+def switchable_elements(cache: dict, y_bound: np.ndarray, dy: np.ndarray) -> tuple:
+    """Switchable Norm: the smallest radius of the rows an element moves (the module docstring), and the
+    rounding of the outputs of its sample and its channel, the rows whose statistics it enters."""
+    lay: Layout = cache["layout"]
+    stages = cache["stages"]
+    v = cache["v"]
+    moved = {k: (stages.count(k) - 1) / stages.count(k) ** 2 for k in ("in", "ln", "bn")}
+    sigma = _sigma(cache)  # (N, C, 1)
+    with np.errstate(divide="ignore"):
+        own = sigma / np.sqrt(v[0] * moved["in"] + v[1] * moved["ln"] + v[2] * moved["bn"])
+        same_n = np.min(sigma, axis=1, keepdims=True) / np.sqrt(v[1] * moved["ln"])
+        same_c = np.min(sigma, axis=0, keepdims=True) / np.sqrt(v[2] * moved["bn"])
+    radius = np.minimum(np.minimum(own, same_n), same_c)
+    outputs = (np.abs(dy) * y_bound).reshape(lay.view_shape)
+    noise = outputs.sum(axis=(1, 2), keepdims=True) + outputs.sum(axis=(0, 2), keepdims=True)
+    return (
+        np.broadcast_to(radius, lay.view_shape).reshape(lay.x_shape),
+        np.broadcast_to(noise, lay.view_shape).reshape(lay.x_shape),
+    )
+
+
+def centred_quadratic(cache: dict, v: np.ndarray) -> np.ndarray:
+    """Q(v) per group: the variance of v over each statistics group."""
+    lay: Layout = cache["layout"]
+    return v.reshape(lay.view_shape).var(axis=lay.reduce_axes, keepdims=True)
+
+
+def rms_quadratic(cache: dict, v: np.ndarray) -> np.ndarray:
+    """Q(v) per row: the mean square of v."""
+    lay: Layout = cache["layout"]
+    return (v**2).mean(axis=lay.reduce_axes, keepdims=True)
+
+
+def switchable_quadratic(cache: dict, v: np.ndarray) -> np.ndarray:
+    """Q(v) per row: the variances of v over each row, sample and channel, mixed with the weights v_k (the batch
+    ones too in eval mode, where they are constants: a larger Q, a smaller radius, a safe step)."""
+    lay: Layout = cache["layout"]
+    vv = v.reshape(lay.view_shape)
+    weights = cache["v"]
+    return (
+        weights[0] * vv.var(axis=2, keepdims=True)
+        + weights[1] * vv.var(axis=(1, 2), keepdims=True)
+        + (weights[2] * vv.var(axis=(0, 2), keepdims=True))
+    )
+
+
 @dataclass
 class Probe:
     """The implementation's forward at the checked inputs, once for every finite-difference row: y, which
     outputs are finite, and the rounding nu of phi = sum(dy * y) that every row's tolerance adds."""
 
-    forward_y: Callable  # [x, gamma, beta] in fd_dtype -> y as float64, in x's shape
+    forward_y: Callable  # [x, *params] in fd_dtype -> y as float64, in x's shape
     args: list  # the inputs in fd_dtype
     dtype: np.dtype  # fd_dtype
     finite: np.ndarray  # outputs finite at the inputs: phi sums these only
@@ -124,14 +208,19 @@ def finite_difference_row(probe: Probe, target: Target, cache: dict, rng: np.ran
     if n == 0 or probe.dy.size == 0:
         return Row(check, True, detail="nothing to check (empty input)")
     bound = target.bound
-    if target.arg == 0:
-        steps = _element_steps(lay, cache["ivar"], base, fd_dtype)
-        noise = _noise_per_group(lay, probe.y_bound, probe.dy) + probe.summed
+    if target.kind == "x":
+        radius, noise = get(lay.norm).fd_elements(cache, probe.y_bound, probe.dy)
+        steps = exact_step(radius * step_fraction(fd_dtype), base, fd_dtype)
+        noise = noise + probe.summed
     else:
-        steps = exact_step(np.maximum(1.0, np.abs(base)) / 4, base, fd_dtype)
+        if target.kind == MIXING:  # analytic within pi of the logits (the module docstring)
+            steps = exact_step(np.full(base.shape, np.pi * step_fraction(fd_dtype)), base, fd_dtype)
+            seen = np.full(base.shape, probe.finite.all())
+        else:  # linear
+            steps = exact_step(np.maximum(1.0, np.abs(base)) / 4, base, fd_dtype)
+            seen = probe.finite.all(axis=lay.affine_reduce_axes).reshape(base.shape)
         noise = np.full(base.shape, probe.noise_all)
-        # a gamma or beta some of whose outputs are not finite: phi cannot see all it does, so it is not judged
-        seen = probe.finite.all(axis=lay.affine_reduce_axes).reshape(base.shape)
+        # a parameter some of whose outputs are not finite: phi cannot see all it does, so it is not judged
         bound = np.where(seen, bound, np.inf)
 
     def phi_along(direction: np.ndarray) -> Callable[[float], float]:
@@ -177,12 +266,12 @@ def finite_difference_row(probe: Probe, target: Target, cache: dict, rng: np.ran
         if allowed == np.inf:  # an element whose group is not judged
             continue
         value, estimate, rounding = element(int(i))
-        idx = np.unravel_index(int(i), lay.x_shape if target.kind == "x" else lay.affine_shape)
+        idx = np.unravel_index(int(i), base.shape)
         where = f"[{', '.join(map(str, idx))}] {lay.describe(target.kind, idx)}"
         exact = float(analytic.reshape(-1)[i])
         consider(exact, value, allowed + ESTIMATE_FACTOR * estimate + rounding, estimate, where)
     for _ in range(directions):
-        v, h = _direction(lay, cache, base, fd_dtype, rng) if target.arg == 0 else _affine_direction(base, rng)
+        v, h = _DIRECTIONS[target.kind](cache, base, fd_dtype, rng)
         v = np.where(np.isinf(bound), 0.0, v)  # unjudged elements stay put
         value, estimate = richardson(phi_along(v), h)
         # x + t v is exact but where an element crosses a power of two: off by half an ulp there, which moves
@@ -211,20 +300,34 @@ def finite_difference_row(probe: Probe, target: Target, cache: dict, rng: np.ran
     )
 
 
-def _direction(lay: Layout, cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, float]:
+def _direction(cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, float]:
     """A random direction in units of each group's sigma, rounded so that base + t v is exact; and its step."""
-    sigma = np.broadcast_to(1.0 / np.abs(cache["ivar"]), lay.view_shape)
+    lay: Layout = cache["layout"]
+    sigma = np.broadcast_to(_sigma(cache), lay.view_shape)
     z = rng.standard_normal(lay.view_shape)
-    q = z.var(axis=lay.reduce_axes)
-    radius = 1.0 / np.sqrt(max(float(q.max(initial=0.0)), 1e-3))
-    h = float(exact_step(radius * step_fraction(dtype), 0.0, np.float64))
     v = (z * sigma).reshape(lay.x_shape)
+    # q = Q(v) / sigma**2 per group; the radius is 1 / sqrt(q) at the worst group
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = get(lay.norm).quadratic(cache, v) / _sigma(cache) ** 2
+    radius = 1.0 / np.sqrt(max(float(np.nanmax(q, initial=0.0)), 1e-3))
+    h = float(exact_step(radius * step_fraction(dtype), 0.0, np.float64))
     return _exact_direction(v, base, h, dtype), h
 
 
-def _affine_direction(base: np.ndarray, rng) -> tuple[np.ndarray, float]:
+def _affine_direction(cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, float]:
     v = rng.standard_normal(base.shape) * np.maximum(1.0, np.abs(base))
     return _exact_direction(v, base, 0.25, base.dtype), 0.25
+
+
+def _mixing_direction(cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, float]:
+    """Random logits' direction d, and a step within pi / ptp(d) (the module docstring)."""
+    v = rng.standard_normal(base.shape)
+    radius = np.pi / max(float(np.ptp(v)), 1e-3)
+    h = float(exact_step(radius * step_fraction(dtype), 0.0, np.float64))
+    return _exact_direction(v, base, h, base.dtype), h
+
+
+_DIRECTIONS = {"x": _direction, AFFINE: _affine_direction, MIXING: _mixing_direction}
 
 
 def _exact_direction(v: np.ndarray, base: np.ndarray, h: float, dtype) -> np.ndarray:
