@@ -144,7 +144,7 @@ def _ratio(v) -> str:
 
 def table(results: list[dict]) -> str:
     header = (
-        f"{'op':<14} {'shape':<16} {'pass':<8} {'backend':<17} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
+        f"{'op':<15} {'shape':<16} {'pass':<8} {'backend':<17} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
         f"{'% copy':>7} {'x NumPy':>8} {'x PyTorch':>9}"
     )
     lines = [header, "-" * len(header)]
@@ -155,7 +155,7 @@ def table(results: list[dict]) -> str:
             lines.append("")
         previous = key
         lines.append(
-            f"{r['op']:<14} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} {h.LABELS[r['backend']]:<17} "
+            f"{r['op']:<15} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} {h.LABELS[r['backend']]:<17} "
             f"{r['median_ms']:>10.3f} {r['min_ms']:>9.3f} {r['gbps']:>7.1f} {r['pct_copy']:>6.0f}% "
             f"{_ratio(r['speedup_vs_numpy']):>8} {_ratio(r['speedup_vs_torch']):>9}"
         )

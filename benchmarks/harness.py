@@ -100,43 +100,56 @@ def _on_device(backend: str, arrays):
         return arrays
     from numba import cuda
 
-    return tuple(cuda.to_device(a) for a in arrays)
+    return tuple(None if a is None else cuda.to_device(a) for a in arrays)
+
+
+def _device_inputs(case, inputs, backend: str):
+    """The case's inputs (x, every parameter, dy) on the backend's device."""
+    x, dy, *params = _on_device(backend, (inputs.x, inputs.dy, *inputs.values()))
+    return type(inputs)(x, dict(zip(inputs.params, params, strict=True)), dy)
 
 
 def calls(case, backend: str, dtype=np.float32) -> dict:
     """{direction: zero-argument callable} for one case on one backend, inputs already on the device.
 
-    Each call runs the whole op (forward: y and the statistics; backward: dx, dgamma, dbeta) and returns
-    only when the device is done.
+    Each call runs the whole op (forward: y and the statistics; backward: dx and the gradient of every
+    parameter) and returns only when the device is done.
     """
-    x, gamma, beta, dy = case.inputs(np.dtype(dtype))
+    inputs = case.inputs(np.dtype(dtype))
     if backend == "numpy":  # the float64 graph: its timed calls include casting the float32 inputs
-        _, cache = case.staged_forward(x, gamma, beta)
+        params = inputs.values()
+        _, cache = case.staged_forward(inputs.x, *params)
         return {
-            "forward": lambda: case.staged_forward(x, gamma, beta),
-            "backward": lambda: staged.backward(dy, cache),
+            "forward": lambda: case.staged_forward(inputs.x, *params),
+            "backward": lambda: staged.backward(inputs.dy, cache),
         }
     if backend in ("cpu", "cuda"):
-        x, gamma, beta, dy = _on_device(backend, (x, gamma, beta, dy))
-        _, mean, rstd = case.forward(x, gamma, beta, backend=backend)
+        inputs = _device_inputs(case, inputs, backend)
+        _, saved = case.run_forward(inputs, backend)
         return {
-            "forward": _synced(backend, lambda: case.forward(x, gamma, beta, backend=backend)),
-            "backward": _synced(backend, lambda: case.backward(dy, x, gamma, mean, rstd, backend=backend)),
+            "forward": _synced(backend, lambda: case.run_forward(inputs, backend)),
+            "backward": _synced(backend, lambda: case.run_backward(inputs.dy, inputs, saved, backend)),
         }
 
     torch = _torch()
     device = "cuda" if backend == "torch-cuda" else "cpu"
-    tx, tg, tb = (torch.from_numpy(a).to(device).requires_grad_() for a in (x, gamma, beta))
-    tdy = torch.from_numpy(dy).to(device)
-    ty = case.torch_forward(tx, tg, tb)
+
+    def tensor(a):
+        return None if a is None else torch.from_numpy(a).to(device).requires_grad_()
+
+    tx = tensor(inputs.x)
+    tparams = {name: tensor(a) for name, a in inputs.params.items()}
+    tdy = torch.from_numpy(inputs.dy).to(device)
+    ty = case.torch_forward(tx, **tparams)
+    wrt = (tx, *(t for t in tparams.values() if t is not None))
 
     def torch_forward():
         with torch.no_grad():
-            return case.torch_forward(tx, tg, tb)
+            return case.torch_forward(tx, **tparams)
 
     return {
         "forward": _synced(backend, torch_forward),
-        "backward": _synced(backend, lambda: torch.autograd.grad(ty, (tx, tg, tb), tdy, retain_graph=True)),
+        "backward": _synced(backend, lambda: torch.autograd.grad(ty, wrt, tdy, retain_graph=True)),
     }
 
 
@@ -145,10 +158,10 @@ def first_calls(cases, backend: str) -> dict:
     time with an empty Numba cache, load time with a filled one. Later cases reuse what earlier ones built."""
     times = {}
     for case in cases:
-        x, gamma, beta, dy = _on_device(backend, case.inputs(np.float32))
+        inputs = _device_inputs(case, case.inputs(np.float32), backend)
         t0 = time.perf_counter()
-        _, mean, rstd = case.forward(x, gamma, beta, backend=backend)
-        case.backward(dy, x, gamma, mean, rstd, backend=backend)
+        _, saved = case.run_forward(inputs, backend)
+        case.run_backward(inputs.dy, inputs, saved, backend)
         synchronize(backend)
         times[case.id] = time.perf_counter() - t0
     return times
