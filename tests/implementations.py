@@ -221,6 +221,7 @@ SWITCHABLE_BUGS = (
     "unbiased_var_in",
     "float32_path",
     "no_softmax_backward",
+    "no_instance_path",
     "no_layer_path",
     "no_batch_path",
     "gamma_ignored",
@@ -271,7 +272,7 @@ def switchable_layer(bug=None, eps=1e-5, **_):
         sums = {"in": (), "ln": (1,), "bn": (0,)}
         counts = {"in": s, "ln": c * s, "bn": n * s}
         for i, k in enumerate(kinds):
-            if (bug, k) in (("no_layer_path", "ln"), ("no_batch_path", "bn")):
+            if (bug, k) in (("no_instance_path", "in"), ("no_layer_path", "ln"), ("no_batch_path", "bn")):
                 continue
             dmean_k = w[i] * dmean.sum(axis=sums[k], keepdims=True)
             dvar_k = v[i] * dvar.sum(axis=sums[k], keepdims=True)

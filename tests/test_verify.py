@@ -69,6 +69,7 @@ SWITCHABLE_HYPOTHESIS = {
     "unbiased_var_in": "unbiased_var_in",
     "float32_path": "float32",
     "no_softmax_backward": "no_softmax_backward",
+    "no_instance_path": "no_instance_path",
     "no_layer_path": "no_layer_path",
     "no_batch_path": "no_batch_path",
     "gamma_ignored": "gamma_missing_backward",
@@ -165,16 +166,24 @@ def test_project_kernels_pass(case, dtype):
 
 def test_each_norm_gets_the_rows_its_registry_entry_lists():
     """A row per tensor the norm has (the mixing weights' gradients for switchable norm), and only the
-    identities that hold for it: RMSNorm's sum(dx * xhat) = eps term, but not sum(dx) = 0; neither for
-    switchable norm."""
+    identities that hold for it: RMSNorm's sum(dx * xhat) = eps term, but not sum(dx) = 0; neither per-row one
+    for switchable norm, whose dx sums to 0 over the whole tensor only."""
     checks = {}
     for case in (RMS, SWITCHABLE, BN):
         checks[case.norm] = {r.check for r in _check(case, case.layer()).rows}
     assert {"dmean_weight vs staged graph", "dvar_weight vs finite differences"} <= checks["switchable_norm"]
-    assert not any(c.startswith("sum(") for c in checks["switchable_norm"])
+    assert [c for c in checks["switchable_norm"] if c.startswith("sum(")] == ["sum(dx) = 0 over the whole tensor"]
     assert "sum(dx * xhat) = eps term per group" in checks["rms_norm"]
     assert "sum(dx) = 0 per group" not in checks["rms_norm"] and "dbeta vs staged graph" not in checks["rms_norm"]
     assert {"sum(dx) = 0 per group", "sum(dx * xhat) = eps term per group"} <= checks["batch_norm"]
+
+
+@pytest.mark.parametrize("bug", ["no_layer_path", "no_batch_path", "no_instance_path"])
+def test_a_switchable_dx_missing_a_path_breaks_its_sum_over_the_tensor(bug):
+    """Moving all of x moves every mean with it and no variance: the exact dx sums to 0. Without the path through
+    one kind of statistics it does not, whatever the reference says."""
+    row = _check(SWITCHABLE, switchable_layer(bug)).row("sum(dx) = 0 over the whole tensor")
+    assert row is not None and not row.passed, str(row)
 
 
 def test_rms_norm_takes_no_beta_and_switchable_norm_needs_its_weights():

@@ -126,6 +126,9 @@ signed sum of a over the rows it feeds (it is one number for all of them); and (
 for the sum itself (likewise d b var_k, d var_k, |b var_k|); the softmax's Jacobian then gives
 w_j (d dw_j + sum_k w_k d dw_k) + 6 u w_j (|dw_j| + sum_k w_k |dw_k|) (the weights' own error and the
 products). Neither per-row identity holds for it: the mixed statistics are neither centred nor scaled per row.
+But moving all of x by a constant moves every mean_k by it (and so the mixed mean: the weights sum to 1) and no
+variance, so sum(dx) over the whole tensor is 0 for the exact dx, and a computed one misses it by at most
+sum(D) over every element.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ class Bounds:
     dvar_weight: np.ndarray | None = None
     sum_dx: np.ndarray | None = None
     sum_dx_xhat: np.ndarray | None = None
+    sum_dx_all: np.ndarray | None = None  # a scalar: sum(dx) over the whole tensor
 
     def of(self, tensor: str) -> np.ndarray:
         """The bound of a tensor by its name: "y", "dx", "dgamma", ..."""
@@ -409,6 +413,7 @@ def switchable_bounds(cache: dict, dy: np.ndarray, dtype) -> dict:
         dbeta=dbeta,
         dmean_weight=softmax_backward(w, dw_err, dw_abs),
         dvar_weight=softmax_backward(v, dv_err, dv_abs),
+        sum_dx_all=dx.sum(),
         kappa=kappa,
     )
 

@@ -28,7 +28,8 @@ Every check is one row of the report:
                                   steps and tolerance per element (verify.finite_differences)
     sum(dx) = 0, sum(dx * xhat) = eps term
                                   per statistics group, in training mode, those the norm's entry lists
-                                  (rms_norm: the second only; switchable_norm: neither)
+                                  (rms_norm: the second only; switchable_norm: neither, but sum(dx) = 0 over
+                                  the whole tensor)
 
 A failing row says where the worst element is and what it means (channel, row, group), and the diagnosis
 (verify.diagnose) names the mistake that reproduces the tensor, when one does.
@@ -656,6 +657,9 @@ def _identity_rows(dx, ref_cache, lay: staged.Layout, eps: float, bound, dy, ide
     if norms.SUM_DX in identities:
         value = dxv.sum(axis=ax, keepdims=True)
         rows.append(_identity_row("sum(dx) = 0 per group", value, np.zeros_like(value), bound.sum_dx, lay))
+    if norms.SUM_DX_ALL in identities:
+        value = dxv.sum()
+        rows.append(_compare("sum(dx) = 0 over the whole tensor", value, 0.0, bound.sum_dx_all, lay, "x", ()))
     if norms.SUM_DX_XHAT in identities:
         ivar = ref_cache["rstd"].reshape(lay.stats_broadcast)
         eps_term = ivar * (g * xhat).mean(axis=ax, keepdims=True) * lay.count * eps * ivar**2  # eps / (var + eps)

@@ -22,9 +22,12 @@ import normkernels as nk
 
 from . import bounds, finite_differences, staged
 
-# Identities of the exact gradient, per statistics group, that verify.check tests in training mode.
+# Identities of the exact gradient that verify.check tests in training mode: per statistics group, or over all of x.
 SUM_DX = "sum(dx) = 0"  # the mean is subtracted: moving a whole group moves nothing
 SUM_DX_XHAT = "sum(dx * xhat) = eps term"  # the scale is divided out: only eps keeps it from 0
+# every mean shifts with x and every variance stays (Switchable Norm: the weights sum to 1): moving all of x by
+# one constant moves nothing
+SUM_DX_ALL = "sum(dx) = 0 over x"
 
 # Families of mistakes verify.diagnose builds hypotheses from (see its module docstring).
 VIEW = "statistics view"  # mean and variance over other axes of x, or of a view students build
@@ -399,7 +402,8 @@ NORMS: dict[str, Norm] = {
             bounds.switchable_bounds,
             finite_differences.switchable_elements,
             finite_differences.switchable_quadratic,
-            identities=(),  # the mixed statistics are not centred or scaled per row: neither identity holds
+            # the mixed statistics are not centred or scaled per row: neither per-row identity holds
+            identities=(SUM_DX_ALL,),
             mistakes=(SWITCHABLE_STAGES, FLOAT32),
             statistics_words="instance, layer and batch statistics (per (sample, channel), per sample, per "
             "channel) mixed by softmaxed weights",
