@@ -4,6 +4,7 @@ import json
 
 from benchmarks.__main__ import main as benchmarks_main
 from verify.__main__ import main as verify_main
+from verify.norms import NORMS
 
 
 def test_verify_cli_passes_and_writes_json(tmp_path, capsys):
@@ -15,8 +16,21 @@ def test_verify_cli_passes_and_writes_json(tmp_path, capsys):
     assert reports and all(r["passed"] and r["dtype"] == "float32" for r in reports)
 
 
+def test_verify_cli_checks_the_new_norms_and_tabulates_their_tensors(capsys):
+    """RMSNorm without beta (gamma, then none), Switchable Norm with its mixing weights: the table has a row for
+    every tensor each one has, dmean_weight and dvar_weight among them, and none for RMSNorm's missing dbeta."""
+    assert verify_main(["--quick", "--ops", "rms_norm", "switchable_norm", "--dtypes", "float64"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:4]) for line in out.splitlines() if line.endswith("PASS")}
+    assert {("rms_norm", "cpu", "float64", t) for t in ("y", "dx", "dgamma")} <= rows, out
+    assert not any(r[0] == "rms_norm" and r[3] == "dbeta" for r in rows), out
+    tensors = ("y", "dx", "dgamma", "dbeta", "dmean_weight", "dvar_weight")
+    assert {("switchable_norm", "cpu", "float64", t) for t in tensors} <= rows, out
+    assert "0 failed" in out
+
+
 def test_benchmarks_cli_prints_both_passes_of_every_op(capsys):
     assert benchmarks_main(["--quick", "--repeat", "1", "--sizes", "small", "--backends", "cpu"]) == 0
     rows = {tuple(line.split()[::2][:2]) for line in capsys.readouterr().out.splitlines() if "normkernels cpu" in line}
-    ops = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
+    ops = tuple(NORMS)  # every norm of the registry has benchmark sizes (verify.cases.SIZES)
     assert rows == {(op, direction) for op in ops for direction in ("forward", "backward")}

@@ -4,7 +4,10 @@
     print(report); report.raise_if_failed()
 
 forward(x, gamma, beta) -> (y, cache) and backward(dy, cache) -> (dx, dgamma, dbeta) is the cs231n layer
-contract; verify.cs231n takes the assignment's own functions as they are. The references are the float64
+contract; verify.cs231n takes the assignment's own functions as they are. Each norm's parameters follow its
+entry of the registry (verify.norms): forward(x, gamma) for norm="rms_norm", forward(x, gamma, beta,
+mean_weight, var_weight) with backward -> (dx, dgamma, dbeta, dmean_weight, dvar_weight) for
+norm="switchable_norm". The references are the float64
 staged graph (verify.staged), within error bounds that follow the input's conditioning (verify.bounds), and
 extrapolated finite differences of the implementation's own forward (verify.finite_differences); a tensor
 that disagrees gets the mistake that reproduces it (verify.diagnose).

@@ -1,9 +1,11 @@
 """python -m verify: every kernel through verify.check, over the shape catalogue; or, given files, the cs231n
 functions in each (python -m verify path/to/layers.py).
 
-Each (op, backend, dtype, case, affine variant) is one verify.check run. Prints the report of every failing
-run (or every run with -v), then a table of the worst error against the staged graph per op x backend x
-dtype x tensor, and exits with status 1 if any check failed.
+Each (op, backend, dtype, case, affine variant) is one verify.check run, for every norm of the registry
+(verify.norms): batch, layer, instance and group norm, RMSNorm and Switchable Normalization. Prints the report
+of every failing run (or every run with -v), then a table of the worst error against the staged graph per op x
+backend x dtype x tensor (y, dx and the gradient of every parameter: dgamma, dbeta, and Switchable Norm's
+dmean_weight and dvar_weight), and exits with status 1 if any check failed.
 
 Given paths, each is a student's cs231n layers.py: every pair of the assignment's normalization functions
 it defines is checked as written (verify.cs231n), one report per pair, then a summary; functions it does not
@@ -26,25 +28,16 @@ import time
 import numpy as np
 
 import normkernels as nk
+from normkernels import _backends
 
 from . import check, cs231n
-from .cases import AFFINE, CASES, CUDA_TINY
+from .cases import CASES, CUDA_TINY
 from .norms import NORMS
 from .report import Progress
 
 DTYPES = ("float32", "float64")
-TENSORS = ("y", "dx", "dgamma", "dbeta")
-
-
-def _cuda_state() -> str:
-    """ "hardware", "simulator", or "" when the cuda backend cannot run in this process."""
-    try:
-        from normkernels import cuda as cuda_backend
-    except ImportError:  # numba-cuda (the cuda extra) is not installed
-        return ""
-    if cuda_backend.SIMULATOR:
-        return "simulator"
-    return "hardware" if cuda_backend.available() else ""
+# every tensor a check compares, in the order the registry's norms name them
+TENSORS = tuple(dict.fromkeys(t for norm in NORMS.values() for t in norm.tensors))
 
 
 def _runs(args, simulated: bool):
@@ -52,8 +45,8 @@ def _runs(args, simulated: bool):
         tiny = backend == "cuda" and simulated
         catalogue = CUDA_TINY if tiny else CASES
         cases = [c for c in catalogue if c.norm in args.ops and (tiny or not args.quick or "small" in c.tags)]
-        affines = ("gamma_beta",) if args.quick or tiny else AFFINE
         for case in cases:
+            affines = case.norm_entry.affine_variants[:1] if args.quick or tiny else case.norm_entry.affine_variants
             for dtype in args.dtypes:
                 for affine in affines:
                     yield case, backend, dtype, affine
@@ -110,11 +103,11 @@ def main(argv=None) -> int:
     if args.paths:
         return check_files(args.paths, args.verbose)
 
-    state = _cuda_state()
-    if "cuda" in (args.backends or ()) and not state and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    state = _backends.cuda_mode()  # "gpu", "simulator", or "" when the cuda backend cannot run in this process
+    if "cuda" in (args.backends or ()) and not state and _backends.simulator():
         parser.error("the cuda backend cannot run: numba-cuda (the cuda extra) is not installed")
     if args.backends is None:
-        args.backends = ["cpu", "cuda"] if state == "hardware" else ["cpu"]
+        args.backends = ["cpu", "cuda"] if state == "gpu" else ["cpu"]
     simulate_elsewhere = "cuda" in args.backends and not state
     if simulate_elsewhere:
         args.backends = [b for b in args.backends if b != "cuda"]
@@ -131,13 +124,11 @@ def main(argv=None) -> int:
         shown = "cuda (simulator)" if backend == "cuda" and simulated else backend
         label = f"{case.id} {shown} {dtype} {affine}"
         progress.step(label)
-        x, gamma, beta, _ = case.inputs(np.dtype(dtype), affine)
+        inputs = case.inputs(np.dtype(dtype), affine)
         report = check(
             *case.layer(backend),
             norm=case.norm,
-            x=x,
-            gamma=gamma,
-            beta=beta,
+            **case.check_inputs(inputs),
             name=label,
             **case.check_kwargs,
             **budget,
@@ -160,14 +151,14 @@ def main(argv=None) -> int:
     if runs:  # nothing ran here when the simulator's process runs the only backend asked for
         bw = max([len(k[1]) for k in worst] + [7])
         header = (
-            f"{'op':<14} {'backend':<{bw}} {'dtype':<8} {'tensor':<7} {'max abs err':>12} {'max rel err':>12}  "
+            f"{'op':<16} {'backend':<{bw}} {'dtype':<8} {'tensor':<12} {'max abs err':>12} {'max rel err':>12}  "
             "vs staged graph"
         )
         print(header)
         print("-" * len(header))
         for (op, backend, dtype, tensor), (err, rel, ok) in worst.items():
             verdict = "PASS" if ok else "FAIL"
-            print(f"{op:<14} {backend:<{bw}} {dtype:<8} {tensor:<7} {err:>12.2e} {rel:>12.2e}  {verdict}")
+            print(f"{op:<16} {backend:<{bw}} {dtype:<8} {tensor:<12} {err:>12.2e} {rel:>12.2e}  {verdict}")
         checks = sum(len(r["rows"]) for r in results)
         bad_checks = sum(not row["passed"] for r in results for row in r["rows"])
         print(
