@@ -1,7 +1,15 @@
 """The shape catalogue and input recipe shared by the tests, the verifier CLI and the benchmarks.
 
-Each Case names a norm and a shape (plus num_groups or the normalized dims) and knows how to call the
-project's kernels for it, so every consumer runs the same inputs through the same calls.
+Each Case names a norm and a shape (plus num_groups or the normalized dims, and eps) and knows how to call the
+project's kernels for it, so every consumer runs the same inputs through the same calls. For any norm:
+
+    inputs = case.inputs(np.float32)                  # Inputs: x, params (by name, the norm's order), dy
+    y, saved = case.run_forward(inputs, backend)      # saved: the statistics the public forward returns
+    grads = case.run_backward(inputs.dy, inputs, saved, backend)   # (dx, *one per parameter)
+    pairs, cache = case.outputs_and_staged(inputs)    # each of those against the float64 staged graph
+
+case.forward(x, gamma, beta) / case.backward(dy, x, gamma, *saved) are the same for the norms whose only
+parameters are gamma and beta (the four of the family, RMSNorm), as their public ops return them.
 """
 
 from __future__ import annotations

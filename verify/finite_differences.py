@@ -56,7 +56,7 @@ from .staged import Layout
 AFFINE, MIXING = "affine", "mixing"  # kinds of parameters (verify.norms)
 
 
-def get(norm: str):
+def _entry(norm: str):
     """The norm's registry entry (verify.norms imports this module: a late import)."""
     from .norms import get as registry_entry
 
@@ -209,7 +209,7 @@ def finite_difference_row(probe: Probe, target: Target, cache: dict, rng: np.ran
         return Row(check, True, detail="nothing to check (empty input)")
     bound = target.bound
     if target.kind == "x":
-        radius, noise = get(lay.norm).fd_elements(cache, probe.y_bound, probe.dy)
+        radius, noise = _entry(lay.norm).fd_elements(cache, probe.y_bound, probe.dy)
         steps = exact_step(radius * step_fraction(fd_dtype), base, fd_dtype)
         noise = noise + probe.summed
     else:
@@ -308,7 +308,7 @@ def _direction(cache: dict, base: np.ndarray, dtype, rng) -> tuple[np.ndarray, f
     v = (z * sigma).reshape(lay.x_shape)
     # q = Q(v) / sigma**2 per group; the radius is 1 / sqrt(q) at the worst group
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = get(lay.norm).quadratic(cache, v) / _sigma(cache) ** 2
+        q = _entry(lay.norm).quadratic(cache, v) / _sigma(cache) ** 2
     radius = 1.0 / np.sqrt(max(float(np.nanmax(q, initial=0.0)), 1e-3))
     h = float(exact_step(radius * step_fraction(dtype), 0.0, np.float64))
     return _exact_direction(v, base, h, dtype), h
