@@ -1,8 +1,7 @@
-import os
-
 import numpy as np
 import pytest
 
+from normkernels import _backends
 from verify import compare
 from verify.cases import AFFINE, CASES
 
@@ -16,20 +15,12 @@ def case_params(cases=CASES):
 # The cuda half of a test parametrized over backends runs where a GPU is, or in the second process that
 # test_cuda_simulator.py starts with NUMBA_ENABLE_CUDASIM=1; in that process the cpu half is left out (the
 # main run has it).
-SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-
-
-def _cuda_available() -> bool:
-    try:
-        from normkernels import cuda
-    except ImportError:
-        return False
-    return cuda.available()
+SIMULATOR = _backends.simulator()
 
 
 _CPU = pytest.mark.skipif(SIMULATOR, reason="the simulator process runs only the cuda cases")
 _CUDA = pytest.mark.skipif(
-    not _cuda_available(), reason="no GPU: test_cuda_simulator.py runs the cuda cases in Numba's CUDA simulator"
+    not _backends.cuda_mode(), reason="no GPU: test_cuda_simulator.py runs the cuda cases in Numba's CUDA simulator"
 )
 BACKENDS = [pytest.param("cpu", marks=_CPU), pytest.param("cuda", marks=_CUDA)]
 
