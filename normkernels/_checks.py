@@ -81,11 +81,16 @@ def affine(gamma, beta, shape: tuple, like, *, op: str):
 
 
 def running(name: str, a, channels: int, like, *, op: str):
-    """running_mean / running_var: a float array of shape (C,) that the forward updates in place, so it is
-    used as given (never a converted copy) and must be writable."""
+    """running_mean / running_var: a float32 or float64 array of shape (C,) that the forward updates in place,
+    so it is used as given (never a converted copy), must be writable, and on the GPU C-contiguous. Its dtype
+    may differ from x's: the kernels compile for either."""
     a = companion(name, a, like, op=op)
+    if a.dtype not in DTYPES:
+        raise TypeError(f"{op}: expected {name} to have dtype float32 or float64, got {a.dtype}")
     if a.shape != (channels,):
         raise ValueError(f"{op}: expected {name} of shape ({channels},), got {a.shape}")
+    if not isinstance(a, np.ndarray) and not a.is_c_contiguous():
+        raise ValueError(f"{op}: expected a C-contiguous device array for {name}, got strides {a.strides}")
     if isinstance(a, np.ndarray) and not a.flags.writeable:
         raise ValueError(f"{op}: expected {name} to be writable (it is updated in place), got a read-only array")
     return a

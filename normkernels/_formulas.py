@@ -36,8 +36,14 @@ def unbiased_var(m2, count):
 
 
 def rstd_of(var, eps):
-    """1 / sqrt(var + eps): eps inside the square root."""
-    return 1.0 / math.sqrt(var + eps)
+    """1 / sqrt(var + eps): eps inside the square root. inf for 0 and NaN for a negative or NaN argument, as IEEE
+    arithmetic gives them (spelled out: Numba's CUDA simulator would raise there)."""
+    s = var + eps
+    if s > 0:
+        return 1.0 / math.sqrt(s)
+    if s == 0:
+        return math.inf
+    return math.nan
 
 
 def channel_backward(sdy, sdyxmu, rstd, gamma, count, training):

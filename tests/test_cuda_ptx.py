@@ -6,6 +6,7 @@ fails too: it is either dead code or a variant the recording does not reach.
 """
 
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -100,7 +101,8 @@ def test_every_launched_kernel_compiles_to_ptx(cc):
 
 def test_reductions_use_warp_shuffles_on_hardware():
     by_name = {name: (kernel, sig) for name, kernel, sig in launches()}
-    for name in ("rows.rows_forward", "rows.rows_backward", "channels.stats_spatial", "channels.backward_sums_spatial"):
+    names = ("rows.rows_forward", "rows.rows_backward", "channels.stats_spatial", "channels.backward_sums_spatial")
+    for name in names + ("switchable.row_stats", "switchable.backward_row_sums"):
         kernel, sig = by_name[name]
         assert "shfl.sync" in _ptx(kernel, sig, (9, 0)), name
 
@@ -120,5 +122,7 @@ def test_every_kernel_fits_its_largest_block():
         if out.returncode:
             pytest.skip(f"this ptxas cannot assemble the PTX: {out.stderr[:200]}")
         registers = int(re.search(r"Used (\d+) registers", out.stderr).group(1))
-        threads = max(MAX_TEAM, BLOCK) if ".rows_" in f".{name.split('.')[-1]}" else BLOCK
+        # a kernel taking a team size ts is launched through row_launch: blocks of up to MAX_TEAM threads
+        team = "ts" in inspect.signature(kernel.py_func).parameters
+        threads = max(MAX_TEAM, BLOCK) if team else BLOCK
         assert registers * threads <= 65536, f"{name}({_sig_id(sig)}): {registers} registers x {threads} threads"

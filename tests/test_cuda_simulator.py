@@ -3,6 +3,7 @@ test_hard_inputs.py and test_nn.py, and the verifier's cuda backend,
 each in a second process (NUMBA_ENABLE_CUDASIM must be set before numba is imported)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_cuda_tests_pass_in_the_simulator():
         "tests/test_rms_norm.py",
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert " passed" in out.stdout and "failed" not in out.stdout
+    assert " passed" in out.stdout and not re.search(r"\b\d+ failed", out.stdout)  # "2 xfailed" is fine
 
 
 def test_verify_runs_the_cuda_backend_in_the_simulator_and_says_so():

@@ -167,6 +167,29 @@ BAD = [
         lambda b: nk.batch_norm_forward(X, running_mean=READ_ONLY, running_var=np.ones(6), backend=b),
     ),
     (
+        "running_mean float16",
+        TypeError,
+        "expected running_mean to have dtype float32 or float64, got float16",
+        lambda b: nk.batch_norm_forward(
+            X, running_mean=np.zeros(6, np.float16), running_var=np.ones(6, np.float16), training=False, backend=b
+        ),
+    ),
+    (
+        "running_var longdouble, switchable norm",
+        TypeError,
+        "expected running_var to have dtype float32 or float64, got float128",
+        lambda b: nk.switchable_norm_forward(
+            X,
+            None,
+            None,
+            np.zeros(3),
+            np.zeros(3),
+            running_mean=np.zeros(6),
+            running_var=np.ones(6, np.longdouble),
+            backend=b,
+        ),
+    ),
+    (
         "running_var int",
         TypeError,
         "expected running_var to have a floating-point dtype",

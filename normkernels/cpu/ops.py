@@ -1,9 +1,10 @@
 """Host side of the CPU backend: the same entry points as ``normkernels.cuda.ops``, on NumPy arrays.
 
 Every function takes the flat or viewed arrays the front ends prepared (``normkernels._row_norms``,
-``normkernels._batch_norm``): x viewed as (R, K) rows or (N, C, S) channels, gamma and beta flat (empty for
-none), already validated and in x's dtype. It allocates the outputs, picks the fixed block sizes that make
-the results independent of the thread count, and calls the ``@njit`` kernels of ``rows`` and ``channels``.
+``normkernels._batch_norm``, ``normkernels._switchable_norm``): x viewed as (R, K) rows or (N, C, S) channels,
+gamma and beta flat (empty for none), already validated and in x's dtype. It allocates the outputs, picks the
+fixed block sizes that make the results independent of the thread count, and calls the ``@njit`` kernels of
+``rows``, ``channels`` and ``switchable``.
 Statistics and per-row or per-channel coefficients are float64; results come back in x's dtype.
 """
 

@@ -1,4 +1,4 @@
-"""Row kernels: LayerNorm, InstanceNorm and GroupNorm on the CPU.
+"""Row kernels: LayerNorm, InstanceNorm, GroupNorm and RMSNorm on the CPU.
 
 x is viewed as ``(R, K)`` contiguous rows with one mean and rstd per row. A row holds ``K // inner`` channel
 segments of ``inner`` elements each, and row r belongs to group ``r % groups``, so the affine index of
@@ -7,6 +7,7 @@ element k of row r is ``(r % groups) * (K // inner) + k // inner``:
     layer_norm     groups=1, inner=1     affine index k (gamma has the normalized shape)
     instance_norm  groups=C, inner=HW    one channel per row
     group_norm     groups=G, inner=HW    C // G channels per row
+    rms_norm       groups=1, inner=1     as layer_norm, centered=False: mean = 0 below, so no c1 term
 
 Forward, per row:
 

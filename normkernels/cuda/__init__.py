@@ -1,4 +1,5 @@
-"""The CUDA backend: @cuda.jit kernels (rows.py, channels.py, reduce.py) and their host side (ops.py).
+"""The CUDA backend: @cuda.jit kernels (rows.py, channels.py, switchable.py, reduce.py, and the device functions
+of formulas.py) and their host side (ops.py).
 
 Imported only when an op is called with backend="cuda", so the CPU backend never needs numba-cuda.
 """

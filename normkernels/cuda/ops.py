@@ -1,8 +1,9 @@
 """Host side of the CUDA backend: launch configuration, buffers, and NumPy-in/NumPy-out transfers.
 
-Every function takes the flat or viewed arrays the front ends prepared (``normkernels._row_norms`` and
-``normkernels._batch_norm``). NumPy arrays are copied to the device and results copied back; device arrays
-stay on the device, the results are Numba device arrays, and nothing here synchronizes with the host.
+Every function takes the flat or viewed arrays the front ends prepared (``normkernels._row_norms``,
+``normkernels._batch_norm``, ``normkernels._switchable_norm``). NumPy arrays are copied to the device and
+results copied back; device arrays stay on the device, the results are Numba device arrays, and nothing here
+synchronizes with the host.
 Launches, allocations and copies go to Numba's default stream, or to the stream of an enclosing
 ``on_stream(stream)`` block (how a framework's current stream, e.g. PyTorch's, orders our kernels with its own).
 """

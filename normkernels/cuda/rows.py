@@ -1,4 +1,4 @@
-"""Row kernels on the GPU: LayerNorm, InstanceNorm and GroupNorm.
+"""Row kernels on the GPU: LayerNorm, InstanceNorm, GroupNorm and RMSNorm (centered=False).
 
 The math and the (R, K) row view with ``groups`` and ``inner`` are those of ``normkernels.cpu.rows``.
 Each row is handled by a team of ``ts`` threads (a warp for short rows, up to a whole block for long ones;
