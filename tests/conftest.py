@@ -1,3 +1,4 @@
+import background
 import numpy as np
 import pytest
 
@@ -56,3 +57,16 @@ def assert_matches_staged(case, dtype, affine="gamma_beta", backend="cpu"):
         assert isinstance(got, np.ndarray), f"{name}: NumPy in gives NumPy out"
         assert got.dtype == dtype and got.shape == np.shape(want), f"{name}: {got.dtype} {got.shape}"
         compare.assert_close(got, want, tol, what=f"{case.id} {backend} {name}")
+
+
+def pytest_collection_finish(session):
+    """Start the long subprocesses of the selected tests now, to run beside the rest (tests/background.py)."""
+    for item in session.items:
+        commands = getattr(getattr(item, "module", None), "BACKGROUND", {})
+        for key, (argv, env, needed_by) in commands.items():
+            if needed_by is None or item.originalname in needed_by:
+                background.start(key, argv, env)
+
+
+def pytest_sessionfinish(session):
+    background.stop_all()

@@ -8,15 +8,14 @@ fails too: it is either dead code or a variant the recording does not reach.
 import importlib
 import inspect
 import json
-import os
 import pkgutil
 import re
 import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 
+import background
 import numpy as np
 import pytest
 
@@ -35,17 +34,15 @@ import normkernels.cuda  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# recorded in the simulator, started by conftest when collection finishes (tests/background.py)
+BACKGROUND = {"launches": (["tests/cuda_launches.py"], {"NUMBA_ENABLE_CUDASIM": "1"}, None)}
+
+
 @cache
 def launches() -> tuple:
     """(name, kernel, argument types) of every distinct launch, recorded in the simulator."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "cuda_launches.py")],
-        cwd=ROOT,
-        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    argv, env, _ = BACKGROUND["launches"]
+    out = background.result("launches", argv, env, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     found = []
     for entry in json.loads(out.stdout):

@@ -1,13 +1,10 @@
-"""Without a GPU, the CUDA kernels run in Numba's simulator: test_cuda.py, the cuda halves of test_errors.py and
-test_hard_inputs.py and test_nn.py, and the verifier's cuda backend,
-each in a second process (NUMBA_ENABLE_CUDASIM must be set before numba is imported)."""
+"""Without a GPU, the CUDA kernels run in Numba's simulator: test_cuda.py, the cuda halves of the files in
+SIMULATED_TESTS, and the verifier's cuda backend, each in a second process (NUMBA_ENABLE_CUDASIM must be set
+before numba is imported), started early to run beside the rest of the suite."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
+import background
 import pytest
 
 from normkernels import _backends
@@ -19,33 +16,44 @@ if _backends.simulator():
 if _backends.cuda_mode() == "gpu":
     pytest.skip("a real GPU is present: test_cuda.py runs on it directly", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parent.parent
-SIM = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+SIM = {"NUMBA_ENABLE_CUDASIM": "1"}
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=SIM, capture_output=True, text=True, timeout=1200)
+SIMULATED_TESTS = (
+    "tests/test_cuda.py",
+    "tests/test_errors.py",
+    "tests/test_hard_inputs.py",
+    "tests/test_nn.py",
+    "tests/test_switchable_norm.py",
+    "tests/test_rms_norm.py",
+)
+# started by conftest when collection finishes, so they run beside the rest of the suite (tests/background.py)
+BACKGROUND = {
+    "simulated tests": (
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", *SIMULATED_TESTS],
+        SIM,
+        ("test_cuda_tests_pass_in_the_simulator",),
+    ),
+    "simulated verify": (
+        ["-m", "verify", "--backends", "cuda", "--ops", "instance_norm", "--dtypes", "float32"],
+        SIM,
+        ("test_verify_runs_the_cuda_backend_in_the_simulator_and_says_so",),
+    ),
+}
+
+
+def _run(key: str):
+    argv, env, _ = BACKGROUND[key]
+    return background.result(key, argv, env)
 
 
 def test_cuda_tests_pass_in_the_simulator():
-    out = _run(
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "tests/test_cuda.py",
-        "tests/test_errors.py",
-        "tests/test_hard_inputs.py",
-        "tests/test_nn.py",
-        "tests/test_switchable_norm.py",
-        "tests/test_rms_norm.py",
-    )
+    out = _run("simulated tests")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and not re.search(r"\b\d+ failed", out.stdout)  # "2 xfailed" is fine
 
 
 def test_verify_runs_the_cuda_backend_in_the_simulator_and_says_so():
-    out = _run("-m", "verify", "--backends", "cuda", "--ops", "instance_norm", "--dtypes", "float32")
+    out = _run("simulated verify")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "cuda (simulator)" in out.stdout and "0 failed" in out.stdout
