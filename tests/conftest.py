@@ -59,6 +59,11 @@ def assert_matches_staged(case, dtype, affine="gamma_beta", backend="cpu"):
         compare.assert_close(got, want, tol, what=f"{case.id} {backend} {name}")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that wait for a background subprocess run last, so the rest of the suite runs meanwhile."""
+    items.sort(key=lambda item: bool(getattr(getattr(item, "module", None), "BACKGROUND", None)))
+
+
 def pytest_collection_finish(session):
     """Start the long subprocesses of the selected tests now, to run beside the rest (tests/background.py)."""
     for item in session.items:
