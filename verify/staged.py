@@ -180,31 +180,12 @@ class _Graph:
         return a, a.reshape(lay.affine_broadcast)
 
 
-class Stages(_Graph):
-    """The four norms of the family: the stages of the cs231n graph, one method each, forward then backward, each
-    the math of one line.
-
-    Inputs and outputs of the statistics stages (mu ... xhat, and divar ... dx) live in the statistics
-    view of x; gammax, out and the affine gradients live in x's own shape.
-    """
-
-    STAGES = (
-        "mu", "xmu", "sq", "var", "sqrtvar", "ivar", "xhat", "gammax", "out",
-        "dbeta", "dgamma", "dxhat", "divar", "dxmu1", "dsqrtvar", "dvar", "dsq", "dxmu2", "dx1", "dmu", "dx2", "dx",
-    )  # fmt: skip
-
-    # forward
-    def mu(self, x):
-        return self.sum(x) / self.m
+class _Normalize(_Graph):
+    """The stages after the statistics that the family's graph and Switchable Normalization's share: subtract the
+    mean, divide by sqrt(var + eps), scale and shift; and their gradients. One spelling for both graphs."""
 
     def xmu(self, x, mu):
         return x - mu
-
-    def sq(self, xmu):
-        return xmu**2
-
-    def var(self, sq):
-        return self.sum(sq) / self.m
 
     def sqrtvar(self, var):
         return np.sqrt(var + self.eps)
@@ -221,7 +202,6 @@ class Stages(_Graph):
     def out(self, gammax, beta):
         return gammax + beta
 
-    # backward, each stage's gradient from the ones after it
     def dbeta(self, dout):  # out = gammax + beta
         return self.sum_affine(dout)
 
@@ -234,14 +214,39 @@ class Stages(_Graph):
     def divar(self, dxhat, xmu):  # xhat = xmu * ivar
         return self.sum(dxhat * xmu)
 
-    def dxmu1(self, dxhat, ivar):
-        return dxhat * ivar
-
     def dsqrtvar(self, divar, sqrtvar):  # ivar = 1 / sqrtvar
         return -1.0 / sqrtvar**2 * divar
 
     def dvar(self, dsqrtvar, var):  # sqrtvar = sqrt(var + eps)
         return 0.5 / np.sqrt(var + self.eps) * dsqrtvar
+
+
+class Stages(_Normalize):
+    """The four norms of the family: the stages of the cs231n graph, one method each, forward then backward, each
+    the math of one line.
+
+    Inputs and outputs of the statistics stages (mu ... xhat, and divar ... dx) live in the statistics
+    view of x; gammax, out and the affine gradients live in x's own shape.
+    """
+
+    STAGES = (
+        "mu", "xmu", "sq", "var", "sqrtvar", "ivar", "xhat", "gammax", "out",
+        "dbeta", "dgamma", "dxhat", "divar", "dxmu1", "dsqrtvar", "dvar", "dsq", "dxmu2", "dx1", "dmu", "dx2", "dx",
+    )  # fmt: skip
+
+    # forward
+    def mu(self, x):
+        return self.sum(x) / self.m
+
+    def sq(self, xmu):
+        return xmu**2
+
+    def var(self, sq):
+        return self.sum(sq) / self.m
+
+    # backward, each stage's gradient from the ones after it
+    def dxmu1(self, dxhat, ivar):
+        return dxhat * ivar
 
     def dsq(self, dvar, xmu):  # var = mean(sq)
         return np.ones_like(xmu) / self.m * dvar
@@ -462,7 +467,12 @@ class RMSNormStages(_Graph):
 SWITCHABLE_KINDS = {"in": ((2,), 0), "ln": ((1, 2), 1), "bn": ((0, 2), 2)}
 
 
-class SwitchableNormStages(_Graph):
+def _softmax(logits):
+    e = np.exp(logits - np.max(logits))  # shifted: the same softmax, no overflow
+    return e / e.sum()
+
+
+class SwitchableNormStages(_Normalize):
     """Switchable Normalization: the stages of Luo et al.'s paper, one method each, on x viewed as (N, C, S).
 
     Every statistic is kept for broadcasting against the view: instance ones (N, C, 1), layer ones (N, 1, 1),
@@ -507,12 +517,10 @@ class SwitchableNormStages(_Graph):
 
     # ... mixed by softmaxed weights
     def w(self, mean_weight):
-        e = np.exp(mean_weight - np.max(mean_weight))  # shifted: the same softmax, no overflow
-        return e / e.sum()
+        return _softmax(mean_weight)
 
     def v(self, var_weight):
-        e = np.exp(var_weight - np.max(var_weight))
-        return e / e.sum()
+        return _softmax(var_weight)
 
     def mean(self, w, mean_in, mean_ln, mean_bn):
         return w[0] * mean_in + w[1] * mean_ln + w[2] * mean_bn
@@ -521,45 +529,9 @@ class SwitchableNormStages(_Graph):
         return v[0] * var_in + v[1] * var_ln + v[2] * var_bn
 
     # ... and normalized with them
-    def xmu(self, x, mean):
-        return x - mean
-
-    def sqrtvar(self, var):
-        return np.sqrt(var + self.eps)
-
-    def ivar(self, sqrtvar):
-        return 1.0 / sqrtvar
-
-    def xhat(self, xmu, ivar):
-        return xmu * ivar
-
-    def gammax(self, gamma, xhat):
-        return gamma * xhat
-
-    def out(self, gammax, beta):
-        return gammax + beta
-
     # backward
-    def dbeta(self, dout):  # out = gammax + beta
-        return self.sum_affine(dout)
-
-    def dgamma(self, dgammax, xhat):  # gammax = gamma * xhat
-        return self.sum_affine(dgammax * xhat)
-
-    def dxhat(self, dgammax, gamma):
-        return dgammax * gamma
-
-    def divar(self, dxhat, xmu):  # xhat = xmu * ivar
-        return self.sum(dxhat * xmu)
-
     def dxmu(self, dxhat, ivar):
         return dxhat * ivar
-
-    def dsqrtvar(self, divar, sqrtvar):  # ivar = 1 / sqrtvar
-        return -1.0 / sqrtvar**2 * divar
-
-    def dvar(self, dsqrtvar, var):  # sqrtvar = sqrt(var + eps)
-        return 0.5 / np.sqrt(var + self.eps) * dsqrtvar
 
     def dmean(self, dxmu):  # xmu = x - mean
         return -self.sum(dxmu)
