@@ -15,12 +15,12 @@ in ``normkernels.cpu.switchable`` (and ``normkernels.cuda.switchable``).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _backends, _checks, _device
+from ._batch_norm import _view  # x as (N, C, S): batch norm's channel view
 
 
 class SwitchableStats(NamedTuple):
@@ -63,12 +63,6 @@ def _stats_shapes(n: int, c: int) -> dict:
         mean_softmax=(3,),
         var_softmax=(3,),
     )
-
-
-def _view(x):
-    """x as (N, C, S), S the product of the spatial dims."""
-    n, c = x.shape[:2]
-    return x.reshape(n, c, math.prod(x.shape[2:]))
 
 
 def _prepare(op, x, backend, gamma, beta, mean_weight, var_weight, training):
@@ -114,8 +108,7 @@ def switchable_norm_forward(
     n, c = x.shape[:2]
     running_mean, running_var = _checks.running_pair(running_mean, running_var, c, x, training, op=op)
     x3 = _view(x)
-    count = n * x3.shape[2]
-    _checks.values_per_channel(count, x.shape, training, op=op)
+    count = n * x3.shape[2]  # 0 or at least 2: _prepare required more than one spatial element
     if training and count == 0:  # an empty batch leaves the running statistics alone, as batch norm does
         running_mean = running_var = None
     y, stats = ops.switchable_forward(x3, g, b, mw, vw, eps, training, running_mean, running_var, momentum)
