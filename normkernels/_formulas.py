@@ -1,11 +1,14 @@
-"""Scalar formulas shared by both backends, one spelling each.
+"""Formulas shared by both backends, one spelling each.
 
-Plain Python on scalars (``math`` only), compiled for each backend from this one definition:
-``normkernels.cpu.formulas`` with ``njit`` and ``normkernels.cuda.formulas`` with ``cuda.jit(device=True)``.
-A formula changed here changes on the CPU and the GPU at once.
+Plain Python (``math``, scalars, and indexing of the arrays a kernel passes in), compiled for each backend from
+this one definition by ``compile_for``: ``normkernels.cpu.formulas`` with ``njit`` and
+``normkernels.cuda.formulas`` with ``cuda.jit(device=True)``. A formula may call another: each backend's copy
+calls that backend's copy. A formula changed here changes on the CPU and the GPU at once; a kernel is left with
+its own parallel loop (``prange`` or the CUDA grid) around a call of the per-index formula.
 """
 
 import math
+import types
 
 
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
@@ -109,3 +112,147 @@ def switchable_dx(dmean_in, dvar_in, dmean_ln, dvar_ln, dmean_bn, dvar_bn, mean_
     r = dmean_in / m_in + dmean_ln / m_ln + dmean_bn / m_bn
     r += 2.0 * (dvar_ln * (mean_in - mean_ln) / m_ln + dvar_bn * (mean_in - mean_bn) / m_bn)
     return q, r
+
+
+# --- Switchable Normalization's per-index steps (see normkernels.cpu.switchable for the math) -------------------
+
+
+def merge_rows(mean_in, m2_in, start, stride, rows, size):
+    """(mean, M2) of the rows start, start + stride, ... (rows of them, size values each), merged in that order
+    with chan_merge; NaN for no rows."""
+    if rows == 0:
+        return math.nan, math.nan
+    m = mean_in[start]
+    m2 = m2_in[start]
+    count = float(size)
+    for i in range(1, rows):
+        j = start + i * stride
+        m, m2 = chan_merge(count, m, m2, float(size), mean_in[j], m2_in[j])
+        count += size
+    return m, m2
+
+
+def dot(a, b):
+    """sum(a * b) in order, float64."""
+    s = 0.0
+    for i in range(a.size):
+        s += a[i] * float(b[i])
+    return s
+
+
+def switchable_layer_backward_at(n, C, dmean, dvar, mean_in, var_in, sum_c_dmean, sum_c_dvar, dw_in, dv_in):
+    """Sample n, over c in order: sum_c dmean, sum_c dvar, and the instance terms of the weight gradients
+    sum_c dmean * mean_in, sum_c dvar * var_in, written at index n."""
+    a = 0.0
+    b = 0.0
+    pw = 0.0
+    pv = 0.0
+    for r in range(n * C, (n + 1) * C):
+        a += dmean[r]
+        b += dvar[r]
+        pw += dmean[r] * float(mean_in[r])
+        pv += dvar[r] * float(var_in[r])
+    sum_c_dmean[n] = a
+    sum_c_dvar[n] = b
+    dw_in[n] = pw
+    dv_in[n] = pv
+
+
+def switchable_batch_backward_at(c, N, dmean, dvar, sdy, sdyxmu, rstd, sum_n_dmean, sum_n_dvar, dgamma, dbeta):
+    """Channel c, over n in order: sum_n dmean, sum_n dvar and, when dgamma and dbeta are (C,) (not (0,)),
+    dgamma = sum_n rstd * sdyxmu and dbeta = sum_n sdy, written at index c."""
+    C = sum_n_dmean.size
+    a = 0.0
+    b = 0.0
+    dg = 0.0
+    db = 0.0
+    for n in range(N):
+        r = n * C + c
+        a += dmean[r]
+        b += dvar[r]
+        dg += float(rstd[r]) * sdyxmu[r]
+        db += sdy[r]
+    sum_n_dmean[c] = a
+    sum_n_dvar[c] = b
+    if dgamma.size > 0:
+        dgamma[c] = dg
+        dbeta[c] = db
+
+
+def switchable_weights_backward(
+    wv, dw_in, dv_in, sum_c_dmean, sum_c_dvar, mean_ln, var_ln, sum_n_dmean, sum_n_dvar, mean_bn, var_bn, dmw, dvw
+):
+    """dw_k = sum_{n,c} dmean * mean_k (likewise dv_k), through the softmax: dmw, dvw (3,)."""
+    dw0 = 0.0
+    dv0 = 0.0
+    for n in range(dw_in.size):
+        dw0 += dw_in[n]
+        dv0 += dv_in[n]
+    dw1 = dot(sum_c_dmean, mean_ln)
+    dv1 = dot(sum_c_dvar, var_ln)
+    dw2 = dot(sum_n_dmean, mean_bn)
+    dv2 = dot(sum_n_dvar, var_bn)
+    dmw[0], dmw[1], dmw[2] = softmax3_backward(wv[0, 0], wv[0, 1], wv[0, 2], dw0, dw1, dw2)
+    dvw[0], dvw[1], dvw[2] = softmax3_backward(wv[1, 0], wv[1, 1], wv[1, 2], dv0, dv1, dv2)
+
+
+def switchable_dx_at(
+    i,
+    S,
+    rstd,
+    gamma,
+    mean_in,
+    mean_ln,
+    mean_bn,
+    dmean,
+    dvar,
+    sum_c_dmean,
+    sum_c_dvar,
+    sum_n_dmean,
+    sum_n_dvar,
+    wv,
+    training,
+):
+    """Row i = (n, c): (p, q, r) of dx = p * dy + q * (x - mean_in) + r, p = rstd * gamma. In eval the batch
+    statistics are constants: no gradient reaches x through them."""
+    C = mean_bn.size
+    N = rstd.size // C
+    n = i // C
+    c = i % C
+    dmean_bn = wv[0, 2] * sum_n_dmean[c] if training else 0.0
+    dvar_bn = wv[1, 2] * sum_n_dvar[c] if training else 0.0
+    q, r = switchable_dx(
+        wv[0, 0] * dmean[i],
+        wv[1, 0] * dvar[i],
+        wv[0, 1] * sum_c_dmean[n],
+        wv[1, 1] * sum_c_dvar[n],
+        dmean_bn,
+        dvar_bn,
+        float(mean_in[i]),
+        float(mean_ln[n]),
+        float(mean_bn[c]),
+        float(S),
+        float(C * S),
+        float(N * S),
+    )
+    p = float(rstd[i]) * (float(gamma[c]) if gamma.size > 0 else 1.0)
+    return p, q, r
+
+
+def compile_for(decorator, module: str) -> dict:
+    """{name: decorator(formula)} for every formula of this module, as the backend module `module` holds them:
+    each compiled from a copy of the formula whose globals are that namespace, so a formula calling another
+    calls the same backend's compiled one (Numba resolves those names when it compiles, after all are in)."""
+    namespace = {"__name__": module, "math": math}
+    for name, fn in _FORMULAS.items():
+        copy = types.FunctionType(fn.__code__, namespace, name, fn.__defaults__, fn.__closure__)
+        copy.__doc__ = fn.__doc__
+        namespace[name] = decorator(copy)
+    return {name: namespace[name] for name in _FORMULAS}
+
+
+_FORMULAS = {
+    name: fn
+    for name, fn in list(globals().items())
+    if isinstance(fn, types.FunctionType) and fn.__module__ == __name__ and name != "compile_for"
+}

@@ -1,18 +1,9 @@
-"""The shared scalar formulas of ``normkernels._formulas``, compiled for the CPU kernels."""
+"""The shared formulas of ``normkernels._formulas``, compiled for the CPU kernels (one ``njit`` function each,
+inlined where it is called)."""
 
 from numba import njit
 
 from .. import _formulas
-from ._jit import SERIAL
 
-_compile = njit(inline="always", **SERIAL)
-
-chan_merge = _compile(_formulas.chan_merge)
-running_update = _compile(_formulas.running_update)
-unbiased_var = _compile(_formulas.unbiased_var)
-rstd_of = _compile(_formulas.rstd_of)
-channel_backward = _compile(_formulas.channel_backward)
-row_backward = _compile(_formulas.row_backward)
-softmax3 = _compile(_formulas.softmax3)
-softmax3_backward = _compile(_formulas.softmax3_backward)
-switchable_dx = _compile(_formulas.switchable_dx)
+# no cache=True here: these are inlined into the kernels, which are cached
+globals().update(_formulas.compile_for(njit(inline="always", error_model="numpy"), __name__))

@@ -43,8 +43,6 @@ not depend on the thread count. Sums and coefficients are float64 whatever the s
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -72,27 +70,11 @@ def row_stats(x, mean_in, m2_in):
         m2_in[r] = L.sum_sq_dev(x[r], m)
 
 
-@njit(**SERIAL)
-def _merge(mean_in, m2_in, start, stride, rows, S):
-    """(mean, M2) of the rows start, start + stride, ... (rows of them, S values each), merged in that order
-    with Chan's formulas; NaN for no rows."""
-    if rows == 0:
-        return math.nan, math.nan
-    m = mean_in[start]
-    m2 = m2_in[start]
-    count = np.float64(S)
-    for i in range(1, rows):
-        j = start + i * stride
-        m, m2 = formulas.chan_merge(count, m, m2, np.float64(S), mean_in[j], m2_in[j])
-        count += S
-    return m, m2
-
-
 @njit(**PARALLEL)
 def layer_stats(mean_in, m2_in, C, S, mean_ln, var_ln):
     """Per n, the rows (n, 0 .. C-1) merged: mean_ln, var_ln (N,) float64."""
     for n in prange(mean_ln.size):
-        m, m2 = _merge(mean_in, m2_in, n * C, 1, C, S)
+        m, m2 = formulas.merge_rows(mean_in, m2_in, n * C, 1, C, S)
         mean_ln[n] = m
         var_ln[n] = m2 / (C * S)
 
@@ -105,7 +87,7 @@ def batch_stats(mean_in, m2_in, N, S, training, momentum, running_mean, running_
     count = N * S
     for c in prange(C):
         if training:
-            m, m2 = _merge(mean_in, m2_in, c, C, N, S)
+            m, m2 = formulas.merge_rows(mean_in, m2_in, c, C, N, S)
             mean_bn[c] = m
             var_bn[c] = m2 / count
             if running_mean.size > 0:
@@ -161,72 +143,28 @@ def backward_row_sums(dy, x, mean, rstd, gamma, C, sdy, sdyxmu, dmean, dvar):
 
 @njit(**PARALLEL)
 def layer_backward(dmean, dvar, mean_in, var_in, C, sum_c_dmean, sum_c_dvar, dw_in, dv_in):
-    """Per n, over c in order: sum_c dmean, sum_c dvar, and the instance terms of the weight gradients
-    sum_c dmean * mean_in, sum_c dvar * var_in; all (N,) float64."""
+    """Per n: sum_c dmean, sum_c dvar and the instance terms of the weight gradients, (N,) float64."""
     for n in prange(sum_c_dmean.size):
-        a = 0.0
-        b = 0.0
-        pw = 0.0
-        pv = 0.0
-        for r in range(n * C, (n + 1) * C):
-            a += dmean[r]
-            b += dvar[r]
-            pw += dmean[r] * np.float64(mean_in[r])
-            pv += dvar[r] * np.float64(var_in[r])
-        sum_c_dmean[n] = a
-        sum_c_dvar[n] = b
-        dw_in[n] = pw
-        dv_in[n] = pv
+        formulas.switchable_layer_backward_at(n, C, dmean, dvar, mean_in, var_in, sum_c_dmean, sum_c_dvar, dw_in, dv_in)
 
 
 @njit(**PARALLEL)
 def batch_backward(dmean, dvar, sdy, sdyxmu, rstd, N, sum_n_dmean, sum_n_dvar, dgamma, dbeta):
-    """Per c, over n in order: sum_n dmean, sum_n dvar ((C,) float64) and, when dgamma and dbeta are (C,)
-    (not (0,)), dgamma = sum_n rstd * sdyxmu and dbeta = sum_n sdy."""
-    C = sum_n_dmean.size
-    for c in prange(C):
-        a = 0.0
-        b = 0.0
-        dg = 0.0
-        db = 0.0
-        for n in range(N):
-            r = n * C + c
-            a += dmean[r]
-            b += dvar[r]
-            dg += np.float64(rstd[r]) * sdyxmu[r]
-            db += sdy[r]
-        sum_n_dmean[c] = a
-        sum_n_dvar[c] = b
-        if dgamma.size > 0:
-            dgamma[c] = dg
-            dbeta[c] = db
-
-
-@njit(**SERIAL)
-def _dot(a, b):
-    """sum(a * b) in order, float64."""
-    s = 0.0
-    for i in range(a.size):
-        s += a[i] * np.float64(b[i])
-    return s
+    """Per c: sum_n dmean, sum_n dvar ((C,) float64) and, with gamma, dgamma and dbeta."""
+    for c in prange(sum_n_dmean.size):
+        formulas.switchable_batch_backward_at(
+            c, N, dmean, dvar, sdy, sdyxmu, rstd, sum_n_dmean, sum_n_dvar, dgamma, dbeta
+        )
 
 
 @njit(**SERIAL)
 def weights_backward(
     wv, dw_in, dv_in, sum_c_dmean, sum_c_dvar, mean_ln, var_ln, sum_n_dmean, sum_n_dvar, mean_bn, var_bn, dmw, dvw
 ):
-    """dw_k = sum_{n,c} dmean * mean_k (likewise dv_k), through the softmax: dmw, dvw (3,) float64."""
-    dw0 = 0.0
-    dv0 = 0.0
-    for n in range(dw_in.size):
-        dw0 += dw_in[n]
-        dv0 += dv_in[n]
-    dw1 = _dot(sum_c_dmean, mean_ln)
-    dv1 = _dot(sum_c_dvar, var_ln)
-    dw2 = _dot(sum_n_dmean, mean_bn)
-    dv2 = _dot(sum_n_dvar, var_bn)
-    dmw[0], dmw[1], dmw[2] = formulas.softmax3_backward(wv[0, 0], wv[0, 1], wv[0, 2], dw0, dw1, dw2)
-    dvw[0], dvw[1], dvw[2] = formulas.softmax3_backward(wv[1, 0], wv[1, 1], wv[1, 2], dv0, dv1, dv2)
+    """The mixing-weight gradients through the softmax: dmw, dvw (3,) float64."""
+    formulas.switchable_weights_backward(
+        wv, dw_in, dv_in, sum_c_dmean, sum_c_dvar, mean_ln, var_ln, sum_n_dmean, sum_n_dvar, mean_bn, var_bn, dmw, dvw
+    )
 
 
 @njit(**PARALLEL)
@@ -250,28 +188,22 @@ def backward_dx(
 ):
     """Per row (n, c): dx = p * dy + q * (x - mean_in) + r (see the module docstring); dy, x, dx: (R, S)."""
     R, S = x.shape
-    C = mean_bn.size
-    N = R // C if C else 0
     for r in prange(R):
-        n = r // C
-        c = r % C
-        m = np.float64(mean_in[r])
-        # eval: the batch statistics are constants, no gradient reaches x through them
-        dmean_bn = wv[0, 2] * sum_n_dmean[c] if training else 0.0
-        dvar_bn = wv[1, 2] * sum_n_dvar[c] if training else 0.0
-        q, r_ = formulas.switchable_dx(
-            wv[0, 0] * dmean[r],
-            wv[1, 0] * dvar[r],
-            wv[0, 1] * sum_c_dmean[n],
-            wv[1, 1] * sum_c_dvar[n],
-            dmean_bn,
-            dvar_bn,
-            m,
-            np.float64(mean_ln[n]),
-            np.float64(mean_bn[c]),
-            np.float64(S),
-            np.float64(C * S),
-            np.float64(N * S),
+        p, q, r_ = formulas.switchable_dx_at(
+            r,
+            S,
+            rstd,
+            gamma,
+            mean_in,
+            mean_ln,
+            mean_bn,
+            dmean,
+            dvar,
+            sum_c_dmean,
+            sum_c_dvar,
+            sum_n_dmean,
+            sum_n_dvar,
+            wv,
+            training,
         )
-        p = np.float64(rstd[r]) * (np.float64(gamma[c]) if gamma.size > 0 else 1.0)
-        L.grad_input(dy[r], x[r], m, p, q, r_, dx[r])
+        L.grad_input(dy[r], x[r], np.float64(mean_in[r]), p, q, r_, dx[r])

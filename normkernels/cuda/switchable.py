@@ -87,22 +87,6 @@ def row_stats(x, ts, mean_in, m2_in):
 
 
 @cuda.jit(device=True, inline=True)
-def _merge(mean_in, m2_in, start, stride, rows, S):
-    """(mean, M2) of the rows start, start + stride, ... (rows of them, S values each), merged in that order
-    with Chan's formulas; NaN for no rows."""
-    if rows == 0:
-        return math.nan, math.nan
-    m = mean_in[start]
-    m2 = m2_in[start]
-    count = float64(S)
-    for i in range(1, rows):
-        j = start + i * stride
-        m, m2 = formulas.chan_merge(count, m, m2, float64(S), mean_in[j], m2_in[j])
-        count += S
-    return m, m2
-
-
-@cuda.jit(device=True, inline=True)
 def _divide(m2, count):
     """m2 / count, NaN for no values (the simulator's Python division would raise)."""
     return m2 / count if count > 0 else math.nan
@@ -113,7 +97,7 @@ def layer_stats(mean_in, m2_in, C, S, mean_ln64, var_ln64, mean_ln, var_ln):
     """A thread per n: the rows (n, 0 .. C-1) merged in order; float64 and x's dtype copies, (N,) each."""
     n = cuda.grid(1)
     if n < mean_ln.size:
-        m, m2 = _merge(mean_in, m2_in, n * C, 1, C, S)
+        m, m2 = formulas.merge_rows(mean_in, m2_in, n * C, 1, C, S)
         var = _divide(m2, C * S)
         mean_ln64[n] = m
         var_ln64[n] = var
@@ -132,7 +116,7 @@ def batch_stats(
         C = mean_bn.size
         count = N * S
         if training:
-            m, m2 = _merge(mean_in, m2_in, c, C, N, S)
+            m, m2 = formulas.merge_rows(mean_in, m2_in, c, C, N, S)
             var = _divide(m2, count)
             if running_mean.size > 0:
                 running_mean[c] = formulas.running_update(running_mean[c], m, momentum)
@@ -223,74 +207,43 @@ def backward_row_sums(dy, x, mean, rstd, gamma, C, ts, sdy, sdyxmu, dmean, dvar)
 
 @cuda.jit(cache=True)
 def layer_backward(dmean, dvar, mean_in, var_in, C, sum_c_dmean, sum_c_dvar, dw_in, dv_in):
-    """A thread per n, over c in order: sum_c dmean, sum_c dvar, sum_c dmean * mean_in, sum_c dvar * var_in."""
+    """A thread per n: sum_c dmean, sum_c dvar and the instance terms of the weight gradients."""
     n = cuda.grid(1)
     if n < sum_c_dmean.size:
-        a = 0.0
-        b = 0.0
-        pw = 0.0
-        pv = 0.0
-        for r in range(n * C, (n + 1) * C):
-            a += dmean[r]
-            b += dvar[r]
-            pw += dmean[r] * float64(mean_in[r])
-            pv += dvar[r] * float64(var_in[r])
-        sum_c_dmean[n] = a
-        sum_c_dvar[n] = b
-        dw_in[n] = pw
-        dv_in[n] = pv
+        formulas.switchable_layer_backward_at(n, C, dmean, dvar, mean_in, var_in, sum_c_dmean, sum_c_dvar, dw_in, dv_in)
 
 
 @cuda.jit(cache=True)
 def batch_backward(dmean, dvar, sdy, sdyxmu, rstd, N, sum_n_dmean, sum_n_dvar, dgamma, dbeta):
-    """A thread per c, over n in order: sum_n dmean, sum_n dvar (float64) and, when dgamma and dbeta are (C,)
-    (not (0,)), dgamma = sum_n rstd * sdyxmu and dbeta = sum_n sdy in x's dtype."""
-    C = sum_n_dmean.size
+    """A thread per c: sum_n dmean, sum_n dvar (float64) and, with gamma, dgamma and dbeta in x's dtype."""
     c = cuda.grid(1)
-    if c < C:
-        a = 0.0
-        b = 0.0
-        dg = 0.0
-        db = 0.0
-        for n in range(N):
-            r = n * C + c
-            a += dmean[r]
-            b += dvar[r]
-            dg += float64(rstd[r]) * sdyxmu[r]
-            db += sdy[r]
-        sum_n_dmean[c] = a
-        sum_n_dvar[c] = b
-        if dgamma.size > 0:
-            dgamma[c] = dg
-            dbeta[c] = db
-
-
-@cuda.jit(device=True, inline=True)
-def _dot(a, b):
-    """sum(a * b) in order, float64."""
-    s = 0.0
-    for i in range(a.size):
-        s += a[i] * float64(b[i])
-    return s
+    if c < sum_n_dmean.size:
+        formulas.switchable_batch_backward_at(
+            c, N, dmean, dvar, sdy, sdyxmu, rstd, sum_n_dmean, sum_n_dvar, dgamma, dbeta
+        )
 
 
 @cuda.jit(cache=True)
 def weights_backward(
     wv, dw_in, dv_in, sum_c_dmean, sum_c_dvar, mean_ln, var_ln, sum_n_dmean, sum_n_dvar, mean_bn, var_bn, dmw, dvw
 ):
-    """One thread: dw_k = sum_{n,c} dmean * mean_k (likewise dv_k), through the softmax: dmw, dvw (3,)."""
+    """One thread: the mixing-weight gradients through the softmax, dmw, dvw (3,)."""
     if cuda.grid(1) == 0:
-        dw0 = 0.0
-        dv0 = 0.0
-        for n in range(dw_in.size):
-            dw0 += dw_in[n]
-            dv0 += dv_in[n]
-        dw1 = _dot(sum_c_dmean, mean_ln)
-        dv1 = _dot(sum_c_dvar, var_ln)
-        dw2 = _dot(sum_n_dmean, mean_bn)
-        dv2 = _dot(sum_n_dvar, var_bn)
-        dmw[0], dmw[1], dmw[2] = formulas.softmax3_backward(wv[0, 0], wv[0, 1], wv[0, 2], dw0, dw1, dw2)
-        dvw[0], dvw[1], dvw[2] = formulas.softmax3_backward(wv[1, 0], wv[1, 1], wv[1, 2], dv0, dv1, dv2)
+        formulas.switchable_weights_backward(
+            wv,
+            dw_in,
+            dv_in,
+            sum_c_dmean,
+            sum_c_dvar,
+            mean_ln,
+            var_ln,
+            sum_n_dmean,
+            sum_n_dvar,
+            mean_bn,
+            var_bn,
+            dmw,
+            dvw,
+        )
 
 
 @cuda.jit(cache=True)
@@ -314,27 +267,21 @@ def dx_coefficients(
     r,
 ):
     """A thread per row (n, c), grid-stride: p, q, r (R,) float64 of dx = p * dy + q * (x - mean_in) + r."""
-    R = rstd.size
-    C = mean_bn.size
-    N = R // C
-    for i in range(cuda.grid(1), R, cuda.gridsize(1)):
-        n = i // C
-        c = i % C
-        # eval: the batch statistics are constants, no gradient reaches x through them
-        dmean_bn = wv[0, 2] * sum_n_dmean[c] if training else 0.0
-        dvar_bn = wv[1, 2] * sum_n_dvar[c] if training else 0.0
-        q[i], r[i] = formulas.switchable_dx(
-            wv[0, 0] * dmean[i],
-            wv[1, 0] * dvar[i],
-            wv[0, 1] * sum_c_dmean[n],
-            wv[1, 1] * sum_c_dvar[n],
-            dmean_bn,
-            dvar_bn,
-            float64(mean_in[i]),
-            float64(mean_ln[n]),
-            float64(mean_bn[c]),
-            float64(S),
-            float64(C * S),
-            float64(N * S),
+    for i in range(cuda.grid(1), rstd.size, cuda.gridsize(1)):
+        p[i], q[i], r[i] = formulas.switchable_dx_at(
+            i,
+            S,
+            rstd,
+            gamma,
+            mean_in,
+            mean_ln,
+            mean_bn,
+            dmean,
+            dvar,
+            sum_c_dmean,
+            sum_c_dvar,
+            sum_n_dmean,
+            sum_n_dvar,
+            wv,
+            training,
         )
-        p[i] = float64(rstd[i]) * (float64(gamma[c]) if gamma.size > 0 else 1.0)
