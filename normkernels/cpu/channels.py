@@ -44,8 +44,10 @@ from ._jit import PARALLEL, SERIAL
 
 
 @njit(**SERIAL)
-def _chan_merge(count, mean_part, m2_part, mean, m2):
-    """Merge per-block (count, mean, M2) into per-channel mean and M2, block by block in order."""
+def merge_blocks(count, mean_part, m2_part, mean, m2):
+    """Merge per-block (count, mean, M2) into per-channel mean and M2, block by block in order: the blocks of
+    one batch, or the partial statistics of many (ranks, or the batches of a data set). A block with count 0
+    changes nothing, whatever its mean and M2 hold."""
     mean[:] = mean_part[0]
     m2[:] = m2_part[0]
     n_a = count[0]
@@ -101,7 +103,7 @@ def channels_stats(x, block, mean, m2):
                 q += L.sum_sq_dev(x[n, c], m)
             mean_part[b, c] = m
             m2_part[b, c] = q
-    _chan_merge(count, mean_part, m2_part, mean, m2)
+    merge_blocks(count, mean_part, m2_part, mean, m2)
 
 
 @njit(**SERIAL)

@@ -105,6 +105,81 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     return dx, dgamma.astype(x3.dtype), sdy.astype(x3.dtype)
 
 
+# --- BatchNorm split in the steps SyncBatchNorm takes (normkernels._batch_norm_split): statistics are float64 ---
+
+
+def channels_stats(x3):
+    """x3: (N, C, S). Per-channel mean and M2 = sum((x - mean)**2) over n and s, float64 (C,); zeros for an empty
+    batch (it contributes nothing to a merge)."""
+    n, c, s = x3.shape
+    mean, m2 = np.zeros(c), np.zeros(c)
+    if n * s and c:
+        with launch_guard():
+            channels.channels_stats(x3, _channel_block(n, c, s), mean, m2)
+    return mean, m2
+
+
+def channels_merge(counts, means, m2s):
+    """counts: (R,) float64; means, m2s: (R, C) float64. The rows merged in row order (Chan): mean and M2 (C,)."""
+    c = means.shape[1]
+    mean, m2 = np.zeros(c), np.zeros(c)
+    if counts.size and c:
+        channels.merge_blocks(counts, means, m2s, mean, m2)
+    return mean, m2
+
+
+def channels_gather(counts, means, m2s, eps: float, running_mean, running_var, momentum: float):
+    """Every rank's (count, mean, M2) merged in rank order: mean and rstd (C,) float64 of the whole batch, and the
+    running statistics (C,) or None updated in place with the unbiased variance over the total count. No values
+    at all: NaN mean and rstd, running statistics untouched."""
+    c = means.shape[1]
+    total = float(np.sum(counts))  # integers below 2**53: exact in any order
+    if total == 0:
+        return np.full(c, np.nan), np.full(c, np.nan)
+    mean, m2 = channels_merge(counts, means, m2s)
+    if running_mean is None:
+        running_mean = running_var = np.empty(0)
+    rstd, scale, shift = (np.empty(c) for _ in range(3))
+    none = np.empty(0)
+    channels.channels_finish(mean, m2, total, eps, none, none, momentum, running_mean, running_var, rstd, scale, shift)
+    return mean, rstd
+
+
+def channels_elemt(x3, mean, rstd, gamma, beta):
+    """y = (x - mean[c]) * rstd[c] * gamma[c] + beta[c] with float64 mean and rstd: channels_forward's y, bit for
+    bit, given its statistics."""
+    scale = rstd * gamma if gamma.size else rstd.copy()  # gamma in x's dtype, widened exactly
+    shift = beta.astype(np.float64) if beta.size else np.zeros(mean.size)
+    y = np.empty_like(x3)
+    if y.size:
+        with launch_guard():
+            channels.channels_normalize(x3, mean, scale, shift, y)
+    return y
+
+
+def channels_backward_reduce(dy3, x3, mean):
+    """Per channel sum(dy) and sum(dy * (x - mean)) over n and s, float64 (C,); zeros for an empty batch."""
+    n, c, s = x3.shape
+    sdy, sdyxmu = np.zeros(c), np.zeros(c)
+    if n * s and c:
+        with launch_guard():
+            channels.channels_backward_sums(dy3, x3, mean, _channel_block(n, c, s), sdy, sdyxmu)
+    return sdy, sdyxmu
+
+
+def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float):
+    """dx of training mode from the sums over the whole batch (count values per channel): channels_backward's
+    dx given the same sums."""
+    c = x3.shape[1]
+    dx = np.empty_like(x3)
+    if dx.size:
+        dgamma, p, q, r = (np.empty(c) for _ in range(4))
+        with launch_guard():
+            channels.channels_backward_coefficients(sum_dy, sum_dy_xmu, rstd, gamma, True, count, dgamma, p, q, r)
+            channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
+    return dx
+
+
 def switchable_forward(
     x3, gamma, beta, mean_weight, var_weight, eps: float, training: bool, running_mean, running_var, momentum: float
 ):
