@@ -3,12 +3,13 @@
 ``BatchNorm1d/2d/3d``, ``InstanceNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm`` and ``RMSNorm`` take PyTorch's
 constructor arguments and defaults, keep PyTorch's attribute names (``weight``, ``bias``, ``running_mean``,
 ``running_var``, ``num_batches_tracked``) and ``state_dict`` keys, and follow its train/eval semantics.
-``SwitchableNorm1d/2d/3d`` (Luo et al., 2018; PyTorch has no such layer) add the two mixing parameters
-``mean_weight`` and ``var_weight`` to BatchNorm's parameters and buffers, and are state-dict compatible with
-``normkernels.torch``'s modules of the same names. A layer is a forward and a backward, as in cs231n:
-``forward`` keeps what the backward needs, ``backward`` returns dx and sets ``<parameter>_grad`` for each
-parameter (``weight_grad`` and ``bias_grad``; RMSNorm only ``weight_grad``, as it has no bias; the Switchable
-layers also ``mean_weight_grad`` and ``var_weight_grad``)::
+``SyncBatchNorm`` is BatchNorm with the statistics of a batch split across MPI processes
+(``normkernels.distributed``). ``SwitchableNorm1d/2d/3d`` (Luo et al., 2018; PyTorch has no such layer) add the
+two mixing parameters ``mean_weight`` and ``var_weight`` to BatchNorm's parameters and buffers, and are
+state-dict compatible with ``normkernels.torch``'s modules of the same names. A layer is a forward and a
+backward, as in cs231n: ``forward`` keeps what the backward needs, ``backward`` returns dx and sets
+``<parameter>_grad`` for each parameter (``weight_grad`` and ``bias_grad``; RMSNorm only ``weight_grad``, as it
+has no bias; the Switchable layers also ``mean_weight_grad`` and ``var_weight_grad``)::
 
     import numpy as np
     from normkernels import nn
@@ -79,6 +80,7 @@ __all__ = [
     "SwitchableNorm1d",
     "SwitchableNorm2d",
     "SwitchableNorm3d",
+    "SyncBatchNorm",
 ]
 
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -451,6 +453,68 @@ class BatchNorm3d(_BatchNorm):
     """BatchNorm over (N, C, D, H, W), per channel."""
 
     _ndims = (5,)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics are the whole batch's, across the ranks of an MPI communicator (as
+    torch.nn.SyncBatchNorm across a process group): x (N, C, *spatial) or (N, C), this rank's part of the batch.
+
+    ``comm``: an mpi4py communicator (default ``MPI.COMM_WORLD``, imported at the first training forward); every
+    rank must call forward and backward together. A rank's part may be empty or hold a single value per channel;
+    only the whole batch needs more than one. ``weight_grad`` and ``bias_grad`` are this rank's share of the
+    gradient: reduce them across ranks as any other parameter's. Eval mode normalizes with the running
+    statistics, alone, with no communication. See ``normkernels.distributed``.
+    """
+
+    _ndims = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        comm=None,
+        bias: bool = True,
+        dtype: DTypeLike = np.float32,
+        backend: str = "cpu",
+    ) -> None:
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, bias=bias, dtype=dtype, backend=backend
+        )
+        self.comm = comm
+
+    def _batched(self, x: np.ndarray) -> np.ndarray:
+        op = type(self).__name__
+        if x.ndim < 2:
+            raise ValueError(f"{op}: expected at least 2D input (got {x.ndim}D input)")
+        self._check_channels(x, 1, "num_features", self.num_features)
+        return x  # a part may hold one value per channel, or none: the whole batch is checked when merged
+
+    def _normalize(self, x):
+        from .distributed import sync_batch_norm_forward
+
+        running = self._running_arguments()
+        y, mean, rstd = sync_batch_norm_forward(
+            x, self.weight, self.bias, eps=self.eps, **running, comm=self.comm, backend=self.backend
+        )
+        self._count_batch()
+        return y, (mean, rstd), running["training"]
+
+    def _gradients(self, dy, saved):
+        from .distributed import sync_batch_norm_backward
+
+        return sync_batch_norm_backward(
+            dy,
+            saved.x,
+            saved.params["weight"],
+            *saved.stats,
+            training=saved.batch_stats,
+            comm=self.comm,
+            backend=self.backend,
+        )
 
 
 class _InstanceNorm(_RunningNorm):
