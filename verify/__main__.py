@@ -2,10 +2,11 @@
 functions in each (python -m verify path/to/layers.py).
 
 Each (op, backend, dtype, case, affine variant) is one verify.check run, for every norm of the registry
-(verify.norms): batch, layer, instance and group norm, RMSNorm and Switchable Normalization. Prints the report
-of every failing run (or every run with -v), then a table of the worst error against the staged graph per op x
-backend x dtype x tensor (y, dx and the gradient of every parameter: dgamma, dbeta, and Switchable Norm's
-dmean_weight and dvar_weight), and exits with status 1 if any check failed.
+(verify.norms): batch, layer, instance and group norm, RMSNorm and Switchable Normalization; batch norm also
+split over uneven parts as SyncBatchNorm computes it ("batch_norm split": verify.cases.Case.split_layer).
+Prints the report of every failing run (or every run with -v), then a table of the worst error against the
+staged graph per op x backend x dtype x tensor (y, dx and the gradient of every parameter: dgamma, dbeta, and
+Switchable Norm's dmean_weight and dvar_weight), and exits with status 1 if any check failed.
 
 Given paths, each is a student's cs231n layers.py: every pair of the assignment's normalization functions
 it defines is checked as written (verify.cs231n), one report per pair, then a summary; functions it does not
@@ -47,9 +48,12 @@ def _runs(args, simulated: bool):
         cases = [c for c in catalogue if c.norm in args.ops and (tiny or not args.quick or "small" in c.tags)]
         for case in cases:
             affines = case.norm_entry.affine_variants[:1] if args.quick or tiny else case.norm_entry.affine_variants
+            # batch norm also as SyncBatchNorm computes it: the split ops over uneven parts (Case.split_layer)
+            ways = ("", " split") if case.norm == "batch_norm" else ("",)
             for dtype in args.dtypes:
                 for affine in affines:
-                    yield case, backend, dtype, affine
+                    for way in ways:
+                        yield case, backend, dtype, affine, way
 
 
 def _in_simulator(args) -> int:
@@ -120,13 +124,13 @@ def main(argv=None) -> int:
     progress = Progress(len(runs))
     worst: dict[tuple, list] = {}  # (op, backend, dtype, tensor) -> [max abs, max rel, all passed]
     results, failed = [], 0
-    for case, backend, dtype, affine in runs:
+    for case, backend, dtype, affine, way in runs:
         shown = "cuda (simulator)" if backend == "cuda" and simulated else backend
-        label = f"{case.id} {shown} {dtype} {affine}"
+        label = f"{case.id}{way} {shown} {dtype} {affine}"
         progress.step(label)
         inputs = case.inputs(np.dtype(dtype), affine)
         report = check(
-            *case.layer(backend),
+            *(case.split_layer(backend) if way else case.layer(backend)),
             norm=case.norm,
             **case.check_inputs(inputs),
             name=label,
@@ -137,7 +141,7 @@ def main(argv=None) -> int:
         for row in report.rows:
             tensor = row.check.split(" vs staged graph")[0]
             if tensor in TENSORS and row.max_abs is not None:
-                cell = worst.setdefault((case.norm, shown, dtype, tensor), [0.0, 0.0, True])
+                cell = worst.setdefault((case.norm + way, shown, dtype, tensor), [0.0, 0.0, True])
                 cell[0] = max(cell[0], row.max_abs)
                 cell[1] = max(cell[1], row.rel)
                 cell[2] = cell[2] and row.passed

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import normkernels as nk
+
 from . import norms, staged
 
 
@@ -219,6 +221,52 @@ class Case:
 
         return forward, backward
 
+    def split_layer(self, backend: str = "cpu", parts: int = 3):
+        """Batch norm as SyncBatchNorm computes it, in the cs231n contract: the batch cut along N into ``parts``
+        uneven parts (the first empty, the rest as np.array_split cuts the remaining samples), each part's
+        statistics from ``batch_norm_stats`` merged by ``batch_norm_gather_stats``, y part by part with
+        ``batch_norm_elemt``; the backward's two sums part by part, added, then each part's dx. The gradients of
+        gamma and beta are the whole batch's (the parts' shares added)."""
+        if self.norm != "batch_norm":
+            raise ValueError(f"split_layer is batch norm's, not {self.norm}'s")
+        eps = self.eps
+
+        def cuts(n):
+            return [slice(0, 0)] + [slice(int(a[0]), int(a[-1]) + 1) for a in np.array_split(np.arange(n), parts - 1)]
+
+        def forward(x, gamma=None, beta=None):
+            pieces = cuts(x.shape[0])
+            stats = [nk.batch_norm_stats(x[p], backend=backend) for p in pieces]
+            counts = [s[0] for s in stats]
+            means = np.stack([_host(s[1]) for s in stats])
+            m2s = np.stack([_host(s[2]) for s in stats])
+            mean, rstd = nk.batch_norm_gather_stats(counts, means, m2s, eps=eps, backend=backend)
+            y = np.concatenate(
+                [_host(nk.batch_norm_elemt(x[p], mean, rstd, gamma, beta, backend=backend)) for p in pieces]
+            )
+            return y, (x, gamma, mean, rstd, pieces, sum(counts))
+
+        def backward(dy, cache):
+            x, gamma, mean, rstd, pieces, count = cache
+            sums = [nk.batch_norm_backward_reduce(dy[p], x[p], mean, rstd, backend=backend) for p in pieces]
+            sum_dy = np.sum([_host(s[0]) for s in sums], axis=0)
+            sum_dy_xmu = np.sum([_host(s[1]) for s in sums], axis=0)
+            dx = np.concatenate(
+                [
+                    _host(
+                        nk.batch_norm_backward_elemt(
+                            dy[p], x[p], mean, rstd, gamma, sum_dy, sum_dy_xmu, count, backend=backend
+                        )
+                    )
+                    for p in pieces
+                ]
+            )
+            if gamma is None:
+                return dx, None, None
+            return dx, (sum_dy_xmu * _host(rstd)).astype(x.dtype), sum_dy.astype(x.dtype)
+
+        return forward, backward
+
     @property
     def layout_kwargs(self) -> dict:
         """num_groups / normalized_shape as verify.check and verify.staged take them."""
@@ -270,6 +318,11 @@ class Case:
         for name, got in zip(entry.gradients, grads, strict=True):
             pairs[name] = (got, ref[name])
         return pairs, cache
+
+
+def _host(a):
+    """A NumPy copy of a device array (a NumPy array as it is)."""
+    return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _first_of_group(lay: staged.Layout) -> np.ndarray:
