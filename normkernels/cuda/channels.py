@@ -14,7 +14,14 @@ and ``channels_normalize`` applies them. Two layouts of the chunks:
 Backward is the same split for the two sums sum(dy) and sum(dy * (x - mean)), a per-channel merge that
 turns them into dgamma, dbeta and the coefficients of dx = p * dy + q * (x - mean) + r, and an elementwise
 kernel for dx.
+
+Split batch norm (SyncBatchNorm's split across ranks) reuses the same kernels around three small per-channel
+ones: ``channels_stats_merge`` (the chunk merge alone: a rank's float64 mean and M2), ``channels_gather`` (the
+ranks' rows merged in rank order, then rstd and the running statistics) and ``channels_affine`` (scale and
+shift for ``channels_normalize``).
 """
+
+import math
 
 from numba import cuda, float64
 
@@ -95,6 +102,38 @@ def stats_spatial(x, chunk, mean_part, m2_part):
         m2_part[b, c] = q
 
 
+@cuda.jit(device=True, inline=True)
+def _merge_chunks(mean_part, m2_part, chunk, total, c):
+    """(mean, M2) of channel c from its B chunk partials of a batch of total values per channel, merged in
+    chunk order (Chan); (0, 0) for no chunks (an empty batch)."""
+    m = 0.0
+    m2 = 0.0
+    n_a = 0.0
+    for b in range(mean_part.shape[0]):  # the first merge, into n_a = 0, takes chunk 0 as it is
+        n_b = float64(_chunk_count(b, chunk, total))
+        m, m2 = formulas.chan_merge(n_a, m, m2, n_b, mean_part[b, c], m2_part[b, c])
+        n_a += n_b
+    return m, m2
+
+
+@cuda.jit(device=True, inline=True)
+def _finish(c, m, m2, total, eps, momentum, running_mean, running_var):
+    """Channel c's rstd from its (mean, M2) over total values; running_mean/running_var: (C,) updated in place
+    (PyTorch's unbiased running variance), or (0,) for none."""
+    if running_mean.size > 0:
+        running_mean[c] = formulas.running_update(running_mean[c], m, momentum)
+        running_var[c] = formulas.running_update(running_var[c], formulas.unbiased_var(m2, total), momentum)
+    return formulas.rstd_of(m2 / total, eps)
+
+
+@cuda.jit(device=True, inline=True)
+def _affine(c, rs, gamma, beta, scale, shift):
+    """scale = rstd * gamma and shift = beta of channel c, float64 (1 and 0 for empty gamma and beta). gamma is
+    widened first: the simulator's NumPy scalars would round a Python float times a float32 to float32."""
+    scale[c] = rs * float64(gamma[c]) if gamma.size > 0 else rs
+    shift[c] = beta[c] if beta.size > 0 else 0.0
+
+
 @cuda.jit(cache=True)
 def channels_merge(
     mean_part,
@@ -117,25 +156,14 @@ def channels_merge(
     mean, rstd (x's dtype) and, for the normalize kernel, center = mean, scale = rstd * gamma and
     shift = beta (float64: a float32 mean would move y by up to half an ulp of the mean, 5e-4 at 1e4).
     running_mean/running_var: (C,) updated in place, or (0,) for none."""
-    B, C = mean_part.shape
     c = cuda.grid(1)
-    if c < C:
-        m = mean_part[0, c]
-        m2 = m2_part[0, c]
-        n_a = float64(_chunk_count(0, chunk, total))
-        for b in range(1, B):
-            n_b = float64(_chunk_count(b, chunk, total))
-            m, m2 = formulas.chan_merge(n_a, m, m2, n_b, mean_part[b, c], m2_part[b, c])
-            n_a += n_b
-        if running_mean.size > 0:
-            running_mean[c] = formulas.running_update(running_mean[c], m, momentum)
-            running_var[c] = formulas.running_update(running_var[c], formulas.unbiased_var(m2, total), momentum)
-        rs = formulas.rstd_of(m2 / total, eps)
+    if c < mean_part.shape[1]:
+        m, m2 = _merge_chunks(mean_part, m2_part, chunk, total, c)
+        rs = _finish(c, m, m2, total, eps, momentum, running_mean, running_var)
         mean[c] = m
         rstd[c] = rs
         center[c] = m
-        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
-        shift[c] = beta[c] if beta.size > 0 else 0.0
+        _affine(c, rs, gamma, beta, scale, shift)
 
 
 @cuda.jit(cache=True)
@@ -147,8 +175,47 @@ def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, cente
         mean[c] = running_mean[c]
         rstd[c] = rs
         center[c] = running_mean[c]
-        scale[c] = rs * gamma[c] if gamma.size > 0 else rs
-        shift[c] = beta[c] if beta.size > 0 else 0.0
+        _affine(c, rs, gamma, beta, scale, shift)
+
+
+@cuda.jit(cache=True)
+def channels_stats_merge(mean_part, m2_part, chunk, total, mean, m2):
+    """Split batch norm's local statistics: one thread per channel merges the B chunk partials in order into
+    float64 mean and M2 (0 and 0 for an empty batch)."""
+    c = cuda.grid(1)
+    if c < mean.size:
+        mean[c], m2[c] = _merge_chunks(mean_part, m2_part, chunk, total, c)
+
+
+@cuda.jit(cache=True)
+def channels_gather(counts, means, m2s, eps, momentum, running_mean, running_var, mean, rstd):
+    """Split batch norm's global statistics: one thread per channel merges the R ranks' (mean, M2) rows of
+    counts[r] values each in rank order (Chan; empty ranks change nothing), then mean and rstd (float64) and
+    the running statistics as ``channels_merge`` updates them. No values at all: NaN mean and rstd, the
+    running statistics left alone. running_mean/running_var: (C,) updated in place, or (0,) for none."""
+    c = cuda.grid(1)
+    if c < mean.size:
+        m = 0.0
+        m2 = 0.0
+        total = 0.0
+        for r in range(counts.size):
+            m, m2 = formulas.chan_merge(total, m, m2, counts[r], means[r, c], m2s[r, c])
+            total += counts[r]
+        if total == 0:
+            mean[c] = math.nan
+            rstd[c] = math.nan
+        else:
+            mean[c] = m
+            rstd[c] = _finish(c, m, m2, total, eps, momentum, running_mean, running_var)
+
+
+@cuda.jit(cache=True)
+def channels_affine(rstd, gamma, beta, scale, shift):
+    """Split batch norm's elementwise step: one thread per channel, scale = rstd * gamma and shift = beta
+    (float64) for ``channels_normalize``, as ``channels_merge`` writes them."""
+    c = cuda.grid(1)
+    if c < rstd.size:
+        _affine(c, rstd[c], gamma, beta, scale, shift)
 
 
 @cuda.jit(cache=True)

@@ -207,6 +207,19 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered:
     return io.out(dx), *sums
 
 
+def _channel_partials(kernel_wide, kernel_spatial, arrays, N: int, C: int, S: int, *extra):
+    """The per-chunk partials (chunks, C) of the wide or spatial kernel over arrays (each (N, C, S) on the
+    device), and the chunk size; no launch for an empty batch (chunks = 0)."""
+    chunk, chunks, grid = channel_launch(N, C, S)
+    parts = (_empty((chunks, C), np.float64), _empty((chunks, C), np.float64))
+    if grid:
+        if S == 1:
+            launch(kernel_wide, grid, BLOCK, *(a.reshape(N, C) for a in arrays), *extra, chunk, *parts)
+        else:
+            launch(kernel_spatial, grid, BLOCK, *arrays, *extra, chunk, *parts)
+    return chunk, parts
+
+
 def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float):
     """x3: (N, C, S). Returns y (N, C, S), mean and rstd (C,); updates the running statistics in place."""
     io = _Transfer(x3)
@@ -221,19 +234,12 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
     rstd = _empty(C, x3.dtype)
     center, scale, shift = (_empty(C, np.float64) for _ in range(3))
     if training and C:
-        chunk, chunks, grid = channel_launch(N, C, S)
-        mean_part = _empty((chunks, C), np.float64)
-        m2_part = _empty((chunks, C), np.float64)
-        if S == 1:
-            launch(channels.stats_wide, grid, BLOCK, d_x.reshape(N, C), chunk, mean_part, m2_part)
-        else:
-            launch(channels.stats_spatial, grid, BLOCK, d_x, chunk, mean_part, m2_part)
+        chunk, parts = _channel_partials(channels.stats_wide, channels.stats_spatial, (d_x,), N, C, S)
         launch(
             channels.channels_merge,
             _blocks(C),
             BLOCK,
-            mean_part,
-            m2_part,
+            *parts,
             chunk,
             N * S,
             eps,
@@ -265,24 +271,8 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     io = _Transfer(x3)
     N, C, S = x3.shape
     d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy3, x3, gamma, mean, rstd))
-    chunk, chunks, grid = channel_launch(N, C, S)
-    pdy = _empty((chunks, C), np.float64)
-    pdyxmu = _empty((chunks, C), np.float64)
-    if grid:
-        if S == 1:
-            launch(
-                channels.backward_sums_wide,
-                grid,
-                BLOCK,
-                d_dy.reshape(N, C),
-                d_x.reshape(N, C),
-                d_mean,
-                chunk,
-                pdy,
-                pdyxmu,
-            )
-        else:
-            launch(channels.backward_sums_spatial, grid, BLOCK, d_dy, d_x, d_mean, chunk, pdy, pdyxmu)
+    kernels = (channels.backward_sums_wide, channels.backward_sums_spatial)
+    _, (pdy, pdyxmu) = _channel_partials(*kernels, (d_dy, d_x), N, C, S, d_mean)
     has_gamma = gamma.size > 0
     dgamma = _empty(C if has_gamma else 0, x3.dtype)
     dbeta = _empty(C if has_gamma else 0, x3.dtype)
@@ -313,6 +303,120 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
     if not has_gamma:
         return dx, None, None
     return dx, io.out(dgamma), io.out(dbeta)
+
+
+# --- Split batch norm (SyncBatchNorm's split): local statistics, their gather across ranks, the elementwise
+# steps. Statistics are float64 in and out; y and dx come back in x's dtype.
+
+
+def channels_stats(x3):
+    """x3: (N, C, S). Returns the per-channel mean and M2 = sum((x - mean)**2) over n and s, float64 (C,);
+    0 and 0 for an empty batch."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    mean, m2 = _empty(C, np.float64), _empty(C, np.float64)
+    if C:
+        chunk, parts = _channel_partials(channels.stats_wide, channels.stats_spatial, (io(x3),), N, C, S)
+        launch(channels.channels_stats_merge, _blocks(C), BLOCK, *parts, chunk, N * S, mean, m2)
+    return io.out(mean), io.out(m2)
+
+
+def channels_gather(counts, means, m2s, eps: float, running_mean, running_var, momentum: float):
+    """counts: NumPy (R,) float64, the values per channel of each rank; means, m2s: (R, C) float64. Returns the
+    global mean and rstd, float64 (C,) (NaN where no rank has values); updates the running statistics in
+    place (left alone where no rank has values)."""
+    io = _Transfer(means)
+    C = means.shape[1]
+    d_counts = cuda.to_device(np.ascontiguousarray(counts, dtype=np.float64), stream=_launch_stream())
+    d_means, d_m2s = io(means), io(m2s)
+    has_running = running_mean is not None
+    if has_running:
+        d_rm, d_rv = io(running_mean), io(running_var)
+    else:
+        d_rm = d_rv = _empty(0, np.float64)  # the variant without running statistics
+    mean, rstd = _empty(C, np.float64), _empty(C, np.float64)
+    if C:
+        launch(
+            channels.channels_gather,
+            _blocks(C),
+            BLOCK,
+            d_counts,
+            d_means,
+            d_m2s,
+            eps,
+            momentum,
+            d_rm,
+            d_rv,
+            mean,
+            rstd,
+        )
+    if has_running and io.host:
+        running_mean[...] = io.out(d_rm)
+        running_var[...] = io.out(d_rv)
+    return io.out(mean), io.out(rstd)
+
+
+def channels_elemt(x3, mean, rstd, gamma, beta):
+    """y = (x - mean[c]) * (rstd[c] * gamma[c]) + beta[c] (N, C, S) in x's dtype, with the float64 center,
+    scale and shift of ``channels_forward``: the same y for the same float64 mean and rstd."""
+    io = _Transfer(x3)
+    N, C, S = x3.shape
+    d_x, d_mean, d_rstd, d_g, d_b = (io(a) for a in (x3, mean, rstd, gamma, beta))
+    y = _empty(N * C * S, x3.dtype)
+    if y.size:
+        scale, shift = _empty(C, np.float64), _empty(C, np.float64)
+        launch(channels.channels_affine, _blocks(C), BLOCK, d_rstd, d_g, d_b, scale, shift)
+        blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
+        launch(channels.channels_normalize, blocks, BLOCK, d_x.reshape(y.size), d_mean, scale, shift, S, C, y)
+    return io.out(y).reshape(N, C, S)
+
+
+def channels_backward_reduce(dy3, x3, mean):
+    """dy3, x3: (N, C, S); mean: float64 (C,). Returns sum(dy) and sum(dy * (x - mean)) per channel, float64
+    (C,), the chunk partials added in order as ``channels_backward`` adds them; zeros for an empty batch."""
+    io = _Transfer(dy3)
+    N, C, S = x3.shape
+    d_dy, d_x, d_mean = (io(a) for a in (dy3, x3, mean))
+    sums = (_empty(C, np.float64), _empty(C, np.float64))
+    if C:
+        kernels = (channels.backward_sums_wide, channels.backward_sums_spatial)
+        _, parts = _channel_partials(*kernels, (d_dy, d_x), N, C, S, d_mean)
+        for part, out in zip(parts, sums, strict=True):
+            launch(rows.sum_rows, _blocks(C), BLOCK, part, out)
+    return tuple(io.out(a) for a in sums)
+
+
+def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float):
+    """dx (N, C, S) in x's dtype from the global sums over count values per channel: dx = p * dy + q * (x -
+    mean) + r with ``channels_backward``'s training coefficients (the sums passed as one partial each)."""
+    io = _Transfer(dy3)
+    N, C, S = x3.shape
+    d_dy, d_x, d_mean, d_rstd, d_g, d_sdy, d_sdyxmu = (io(a) for a in (dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu))
+    dx = _empty(N * C * S, x3.dtype)
+    if dx.size:
+        width = C if gamma.size else 0
+        dgamma, dbeta = _empty(width, x3.dtype), _empty(width, x3.dtype)  # scratch: dgamma comes from the sums
+        p, q, r = (_empty(C, np.float64) for _ in range(3))
+        launch(
+            channels.backward_coefficients,
+            _blocks(C),
+            BLOCK,
+            d_sdy.reshape(1, C),
+            d_sdyxmu.reshape(1, C),
+            d_rstd,
+            d_g,
+            True,
+            float(count),
+            dgamma,
+            dbeta,
+            p,
+            q,
+            r,
+        )
+        blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
+        flat = dx.size
+        launch(channels.backward_dx, blocks, BLOCK, d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
+    return io.out(dx).reshape(N, C, S)
 
 
 def _per_row_blocks(n: int) -> int:
