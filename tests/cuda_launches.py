@@ -4,9 +4,9 @@ argument types is derived from what the host side really launches, never written
 
 Every norm of the tiny catalogue runs in both dtypes (the first case of each norm with every affine variant,
 the others with the first), the ones that keep running statistics also in eval mode and with running
-statistics of either dtype, and the ops once on an input with no elements. Each distinct
-(kernel, argument types) is printed once: {"module", "name", "args"}, args as [dtype, ndim, layout] for an
-array and [dtype] for a scalar.
+statistics of either dtype, and the ops once on an input with no elements; split batch norm's entries are
+called on the ops directly. Each distinct (kernel, argument types) is printed once: {"module", "name",
+"args"}, args as [dtype, ndim, layout] for an array and [dtype] for a scalar.
 """
 
 import inspect
@@ -59,6 +59,30 @@ def _drive() -> None:
         nk.instance_norm_forward(np.zeros((2, 0, 3), dtype), backend="cuda")
         weights = np.zeros(3, dtype)
         nk.switchable_norm_forward(np.zeros((2, 3, 0, 4), dtype), None, None, weights, weights, backend="cuda")
+    _drive_split()
+
+
+def _drive_split() -> None:
+    """Split batch norm's entries of the cuda ops, called directly: wide and spatial, both dtypes, with and
+    without gamma, running statistics of either dtype and none, and an empty batch."""
+    rng = np.random.default_rng(0)
+    for dtype in DTYPES:
+        for shape in ((3, 4, 1), (2, 3, 5), (0, 3, 4)):
+            c = shape[1]
+            x = rng.standard_normal(shape).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            mean, m2 = ops.channels_stats(x)
+            counts = np.array([x.shape[0] * x.shape[2], 0.0])  # a second, empty rank
+            means, m2s = np.stack([mean, np.zeros(c)]), np.stack([m2, np.zeros(c)])
+            for running_dtype in (None, *DTYPES):
+                rm = rv = None
+                if running_dtype is not None:
+                    rm, rv = np.zeros(c, running_dtype), np.ones(c, running_dtype)
+                mean, rstd = ops.channels_gather(counts, means, m2s, 1e-5, rm, rv, 0.1)
+            sum_dy, sum_dy_xmu = ops.channels_backward_reduce(dy, x, mean)
+            for gamma in (np.empty(0, dtype), np.ones(c, dtype)):
+                ops.channels_elemt(x, mean, rstd, gamma, gamma)
+                ops.channels_backward_elemt(dy, x, mean, rstd, gamma, sum_dy, sum_dy_xmu, float(counts.sum()))
 
 
 def main() -> int:
