@@ -308,18 +308,20 @@ def test_inputs_are_never_modified():
 def test_device_arrays_in_give_device_arrays_out(backend):
     from numba import cuda
 
+    from normkernels._device import is_device_array
+
     rng = np.random.default_rng(7)
     x = rng.standard_normal((5, 3, 4)).astype(np.float32)
     dy, gamma = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     dx_, dy_, dg_ = (cuda.to_device(a) for a in (x, dy, gamma))
     count, m, m2 = nk.batch_norm_stats(dx_, backend=backend)
-    assert count == 20 and cuda.is_cuda_array(m) and cuda.is_cuda_array(m2)
+    assert count == 20 and is_device_array(m) and is_device_array(m2)
     mean, rstd = nk.batch_norm_gather_stats([count], m.reshape(1, 3), m2.reshape(1, 3), backend=backend)
-    assert cuda.is_cuda_array(mean) and mean.dtype == np.float64
+    assert is_device_array(mean) and mean.dtype == np.float64
     y = nk.batch_norm_elemt(dx_, mean, rstd, dg_, None, backend=backend)
     sums = nk.batch_norm_backward_reduce(dy_, dx_, mean, rstd, backend=backend)
     dx = nk.batch_norm_backward_elemt(dy_, dx_, mean, rstd, dg_, *sums, count, backend=backend)
-    assert cuda.is_cuda_array(y) and cuda.is_cuda_array(dx) and all(cuda.is_cuda_array(s) for s in sums)
+    assert is_device_array(y) and is_device_array(dx) and all(is_device_array(s) for s in sums)
     host = _split_run(x, gamma, None, dy, [slice(0, 5)], eps=1e-5, backend="cpu")
     tol = compare.kernel_tolerance(np.float32)
     compare.assert_close(y.copy_to_host(), host[0], tol, what="y")
@@ -418,3 +420,33 @@ except ImportError as exc:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.values[0] == "cuda"])
+def test_distributed_on_device_arrays_stays_on_the_device(backend):
+    from numba import cuda
+
+    from normkernels._device import is_device_array
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    dy, gamma = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    rm, rv = cuda.to_device(np.zeros(3, np.float32)), cuda.to_device(np.ones(3, np.float32))
+    d_x, d_dy, d_g = (cuda.to_device(a) for a in (x, dy, gamma))
+    comm = OneRank()
+    y, mean, rstd = distributed.sync_batch_norm_forward(
+        d_x, d_g, None, running_mean=rm, running_var=rv, comm=comm, backend=backend
+    )
+    dx, dgamma, dbeta = distributed.sync_batch_norm_backward(d_dy, d_x, d_g, mean, rstd, comm=comm, backend=backend)
+    assert comm.calls == ["allgather", "Allreduce"]
+    assert all(is_device_array(a) for a in (y, mean, rstd, dx, dgamma, dbeta))
+    host_rm, host_rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    want = distributed.sync_batch_norm_forward(
+        x, gamma, None, running_mean=host_rm, running_var=host_rv, comm=OneRank()
+    )
+    tol = compare.kernel_tolerance(np.float32)
+    compare.assert_close(y.copy_to_host(), want[0], tol, what="y")
+    compare.assert_close(rv.copy_to_host(), host_rv, tol, what="running_var")
+    grads = distributed.sync_batch_norm_backward(dy, x, gamma, *want[1:], comm=OneRank())
+    for got, w in zip((dx, dgamma, dbeta), grads, strict=True):
+        compare.assert_close(got.copy_to_host(), w, tol, what="backward")
