@@ -166,7 +166,10 @@ def sync_batch_norm_backward(
     dx = batch_norm_backward_elemt(dy, x, mean, rstd, gamma, *sums, int(total[2 * c]), backend=backend)
     if gamma is None:
         return dx, None, None
-    dgamma = (local[c : 2 * c] * _host(rstd).astype(np.float64)).astype(x.dtype)  # this rank's share
+    if local[2 * c]:  # this rank's share
+        dgamma = (local[c : 2 * c] * _host(rstd).astype(np.float64)).astype(x.dtype)
+    else:  # no values here: no share, whatever rstd holds (NaN when no rank has values)
+        dgamma = np.zeros(c, x.dtype)
     dbeta = local[:c].astype(x.dtype)
     if _device.is_device_array(x):
         return dx, _to_device(dgamma), _to_device(dbeta)
