@@ -297,3 +297,15 @@ def test_an_empty_batch_on_every_rank(ranks):
             assert _bytes(got[name]) == _bytes(value), f"rank {r}: {name} changed by an empty batch"
         for name in ("dgamma", "dbeta"):
             np.testing.assert_array_equal(got[name], np.zeros(c), err_msg=f"{name} rank {r}")
+
+
+def test_the_example_agrees_with_one_process():
+    """examples/sync_batch_norm.py, as the README launches it (mpiexec -n 4 python -m mpi4py ...): its uneven parts
+    of one batch, three training steps of nn.SyncBatchNorm against BatchNorm2d on the whole batch."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "sync_batch_norm.py"
+    argv = [MPIEXEC, "-n", "4", sys.executable, "-m", "mpi4py", str(example)]
+    status, out, err = worker.run_bounded(argv, LIMIT, dict(os.environ, NUMBA_NUM_THREADS="1"))
+    assert status == 0, f"exit {status}\n{out}\n{err[-4000:]}"
+    assert "4 ranks holding [3, 3, 2, 2] samples" in out, out
+    differences = [float(v) for v in re.findall(r"= (\S+)$", out, re.M)]
+    assert len(differences) == 3 and max(differences) < 1e-5, out
