@@ -309,3 +309,16 @@ def test_the_example_agrees_with_one_process():
     assert "4 ranks holding [3, 3, 2, 2] samples" in out, out
     differences = [float(v) for v in re.findall(r"= (\S+)$", out, re.M)]
     assert len(differences) == 3 and max(differences) < 1e-5, out
+
+
+def test_the_readme_example_runs_on_two_ranks(tmp_path):
+    """The README's ```python mpi block (rank 0 holds no samples) under mpiexec -n 2."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python mpi\n(.*?)```", readme, re.S)
+    assert blocks, "the README's MPI example is missing"
+    for i, block in enumerate(blocks):
+        script = tmp_path / f"readme_mpi_{i}.py"
+        script.write_text(block)
+        argv = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", str(script)]
+        status, out, err = worker.run_bounded(argv, LIMIT, dict(os.environ, NUMBA_NUM_THREADS="1"))
+        assert status == 0, f"README MPI block {i}: exit {status}\n{out}\n{err[-4000:]}"
