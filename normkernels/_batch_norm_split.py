@@ -206,7 +206,8 @@ def batch_norm_population_stats(batches: Iterable, *, backend: str = "cpu"):
                 f"{op}: expected every batch to have {channels} channels (as batch 0), batch {i} has {mean_b.shape[0]}"
             )
         rows = np.array([total, count], dtype=np.float64)
-        mean, m2 = cpu_ops.channels_merge(rows, np.stack([mean, _host(mean_b)]), np.stack([m2, _host(m2_b)]))
+        pair = [np.stack([acc, _device.host(b)]) for acc, b in ((mean, mean_b), (m2, m2_b))]
+        mean, m2 = cpu_ops.channels_merge(rows, *pair)
         total += count
     if channels is None:
         raise ValueError(f"{op}: expected at least one batch, got none")
@@ -216,10 +217,6 @@ def batch_norm_population_stats(batches: Iterable, *, backend: str = "cpu"):
 
 
 # --- validation of the split's own arguments ---------------------------------------------------------------------
-
-
-def _host(a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _counts(counts, *, op: str) -> np.ndarray:

@@ -37,3 +37,12 @@ def full(n: int, value: float, dtype, *, device: bool):
     from numba import cuda
 
     return cuda.to_device(a)
+
+
+def host(a):
+    """A NumPy array of a's values: a NumPy array as it is, a GPU array (Numba, CuPy, PyTorch CUDA) copied."""
+    import numpy as np
+
+    if isinstance(a, np.ndarray):
+        return a
+    return as_device(a).copy_to_host()

@@ -19,7 +19,10 @@ leaving the others waiting in a collective).
   running statistics come out as the same bits on every rank, and the same bits from run to run.
 - Ranks may hold different batch sizes, including none. Ranks that disagree on the channel count, on eps or on
   momentum, and an argument refused on one rank, raise on every rank (the allgather carries the channel count,
-  eps, momentum and a failure flag with the statistics), so no rank is left waiting.
+  eps, momentum and a refusal with the statistics; the allreduce a refusal flag with the sums), so no rank is
+  left waiting. Two things cannot be told apart from waiting: a rank that skips the call (say, one in eval mode
+  while the others train) and, in the backward, a rank whose mean and x are both unusable (no channel count to
+  size its part of the allreduce); ``python -m mpi4py`` ends the job when that rank raises.
 - dgamma and dbeta are this rank's share, as in PyTorch: the whole batch's gradient is their sum over ranks,
   and a data-parallel training loop reduces them as it reduces every other parameter's gradient.
 - mpi4py is needed only when a training forward or backward runs with ``comm=None`` (then
@@ -67,8 +70,7 @@ def sync_batch_norm_forward(
     this rank alone, with the running statistics; nothing is communicated.
     """
     op = "sync_batch_norm_forward"
-    training = _checks.flag("training", training, op=op)
-    if not training:
+    if _is_false(training):
         return batch_norm_forward(
             x,
             gamma,
@@ -81,8 +83,8 @@ def sync_batch_norm_forward(
             backend=backend,
         )
     comm = _communicator(comm, op=op)
-    error = None
     try:  # everything this rank can refuse, before the collective, so that a refusal reaches every rank
+        _checks.flag("training", training, op=op)
         x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
         eps = _checks.eps(eps, op=op)
         momentum = _checks.real("momentum", momentum, op=op)
@@ -90,12 +92,12 @@ def sync_batch_norm_forward(
         _checks.affine(gamma, beta, (c,), x, op=op)
         _checks.running_pair(running_mean, running_var, c, x, True, op=op)
         count, mean, m2 = batch_norm_stats(x, backend=backend)
-        record = (None, c, eps, momentum, count, _host(mean), _host(m2))
-    except (TypeError, ValueError) as exc:
-        error = exc
-        record = (f"{type(exc).__name__}: {exc}", None, None, None, 0, None, None)
+        record = (None, c, eps, momentum, count, _device.host(mean), _device.host(m2))
+    except Exception as exc:
+        refuse_forward(comm, exc)
+        raise
     records = comm.allgather(record)  # the forward's one collective
-    _agree(records, error, op=op)
+    _agree(records, op=op)
     counts = np.array([r[4] for r in records], dtype=np.float64)
     means = np.stack([r[5] for r in records])
     m2s = np.stack([r[6] for r in records])
@@ -135,29 +137,25 @@ def sync_batch_norm_backward(
     (``training=False``, the forward's running statistics): batch_norm_backward on this rank alone.
     """
     op = "sync_batch_norm_backward"
-    training = _checks.flag("training", training, op=op)
-    if not training:
+    if _is_false(training):
         return batch_norm_backward(dy, x, gamma, mean, rstd, training=False, backend=backend)
     comm = _communicator(comm, op=op)
-    error = None
     try:
+        _checks.flag("training", training, op=op)
         x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
         c = x.shape[1]
         _checks.affine(gamma, None, (c,), x, op=op)
         sum_dy, sum_dy_xmu = batch_norm_backward_reduce(dy, x, mean, rstd, backend=backend)
         x3 = _view(x)
-        local = np.concatenate([_host(sum_dy), _host(sum_dy_xmu), [x3.shape[0] * x3.shape[2], 0.0]])
-    except (TypeError, ValueError) as exc:
-        c = _channels(x)
-        if c is None:  # not even the channel count is known, so no buffer of the others' size can be sent
-            raise
-        error = exc
-        local = np.zeros(2 * c + 2)
-        local[-1] = 1.0  # this rank failed: the others raise too
+        local = np.concatenate([_device.host(sum_dy), _device.host(sum_dy_xmu), [x3.shape[0] * x3.shape[2], 0.0]])
+    except Exception:
+        # the buffer must have the others' size: the forward made every rank agree on C, which mean's length is
+        c = _channels(mean, x)
+        if c is not None:
+            refuse_backward(comm, c)
+        raise
     total = np.empty_like(local)
     comm.Allreduce(local, total)  # the backward's one collective (the default operation is the sum)
-    if error is not None:
-        raise error
     if total[-1]:
         raise RuntimeError(f"{op}: {int(total[-1])} other rank(s) refused their arguments (see their error)")
     sums = total[:c], total[c : 2 * c]
@@ -167,7 +165,7 @@ def sync_batch_norm_backward(
     if gamma is None:
         return dx, None, None
     if local[2 * c]:  # this rank's share
-        dgamma = (local[c : 2 * c] * _host(rstd).astype(np.float64)).astype(x.dtype)
+        dgamma = (local[c : 2 * c] * _device.host(rstd).astype(np.float64)).astype(x.dtype)
     else:  # no values here: no share, whatever rstd holds (NaN when no rank has values)
         dgamma = np.zeros(c, x.dtype)
     dbeta = local[:c].astype(x.dtype)
@@ -194,10 +192,28 @@ def _communicator(comm, *, op: str):
     return comm
 
 
-def _agree(records: list, error: Exception | None, *, op: str) -> None:
+def refuse_forward(comm, exc: Exception) -> None:
+    """This rank's part in a training forward's collective when it cannot take part with statistics (its
+    arguments were refused): the others then raise RuntimeError naming this rank and exc. The caller raises exc."""
+    comm.allgather((f"{type(exc).__name__}: {exc}", None, None, None, 0, None, None))
+
+
+def refuse_backward(comm, channels: int) -> None:
+    """This rank's part in a training backward's collective when it cannot take part with its sums: a buffer of
+    the agreed size whose flag makes the others raise RuntimeError. The caller raises its own error."""
+    local = np.zeros(2 * channels + 2)
+    local[-1] = 1.0
+    comm.Allreduce(local, np.empty_like(local))
+
+
+def _is_false(training) -> bool:
+    """training=False (or NumPy's False): eval, local. Anything else takes part in the collective, an invalid
+    value too (it is refused there, so the ranks that train with it are told instead of left waiting)."""
+    return isinstance(training, (bool, np.bool_)) and not training
+
+
+def _agree(records: list, *, op: str) -> None:
     """Raise, on every rank alike, if a rank refused its arguments or the ranks disagree on C, eps or momentum."""
-    if error is not None:
-        raise error
     failed = {rank: r[0] for rank, r in enumerate(records) if r[0] is not None}
     if failed:
         raise RuntimeError(f"{op}: rank(s) {sorted(failed)} refused their arguments: {failed}")
@@ -207,13 +223,15 @@ def _agree(records: list, error: Exception | None, *, op: str) -> None:
             raise ValueError(f"{op}: the ranks disagree on the {name}: rank -> value {dict(enumerate(values))}")
 
 
-def _channels(x) -> int | None:
+def _channels(mean, x) -> int | None:
+    """The channel count the ranks agreed on in the forward: mean's length, else x's C, else None (unknown)."""
+    shape = getattr(mean, "shape", None)
+    if shape is not None and len(shape) == 1:
+        return int(shape[0])
     shape = getattr(x, "shape", None)
-    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
-
-
-def _host(a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.copy_to_host()
+    if shape is not None and len(shape) >= 2:
+        return int(shape[1])
+    return None
 
 
 def _to_device(a: np.ndarray):

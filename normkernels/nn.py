@@ -462,8 +462,10 @@ class SyncBatchNorm(_BatchNorm):
     ``comm``: an mpi4py communicator (default ``MPI.COMM_WORLD``, imported at the first training forward); every
     rank must call forward and backward together. A rank's part may be empty or hold a single value per channel;
     only the whole batch needs more than one. ``weight_grad`` and ``bias_grad`` are this rank's share of the
-    gradient: reduce them across ranks as any other parameter's. Eval mode normalizes with the running
-    statistics, alone, with no communication. See ``normkernels.distributed``.
+    gradient: reduce them across ranks as any other parameter's. Eval mode never communicates: it normalizes with
+    the running statistics, or, built with ``track_running_stats=False``, with this rank's own batch statistics
+    (as torch.nn.SyncBatchNorm). Input one rank refuses in training (the wrong C, dtype or ndim; a dy of the wrong
+    shape) is refused on every rank. See ``normkernels.distributed``.
     """
 
     _ndims = ()
@@ -486,6 +488,35 @@ class SyncBatchNorm(_BatchNorm):
         )
         self.comm = comm
 
+    # Communicating: set by the latest forward (it trained, so its backward syncs too), and, within a forward or a
+    # backward, once the call reached the collective (from then on a refusal reaches every rank through it).
+    _synced = False
+    _in_collective = False
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """As BatchNorm's; in training, input this rank refuses (wrong C, dtype, ndim) is refused on every rank."""
+        self._in_collective = False
+        try:
+            return super().forward(x)
+        except Exception as exc:
+            if self.training and not self._in_collective:  # the others are in the allgather: tell them
+                from .distributed import _communicator, refuse_forward
+
+                refuse_forward(_communicator(self.comm, op=type(self).__name__), exc)
+            raise
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """As BatchNorm's; after a training forward, a dy this rank refuses is refused on every rank."""
+        self._in_collective = False
+        try:
+            return super().backward(dy)
+        except Exception:
+            if self._saved is not None and self._synced and not self._in_collective:
+                from .distributed import _communicator, refuse_backward
+
+                refuse_backward(_communicator(self.comm, op=type(self).__name__), self.num_features)
+            raise
+
     def _batched(self, x: np.ndarray) -> np.ndarray:
         op = type(self).__name__
         if x.ndim < 2:
@@ -497,24 +528,27 @@ class SyncBatchNorm(_BatchNorm):
         from .distributed import sync_batch_norm_forward
 
         running = self._running_arguments()
-        y, mean, rstd = sync_batch_norm_forward(
-            x, self.weight, self.bias, eps=self.eps, **running, comm=self.comm, backend=self.backend
-        )
+        if self.training:  # as torch.nn.SyncBatchNorm: only training syncs
+            self._in_collective = True
+            y, mean, rstd = sync_batch_norm_forward(
+                x, self.weight, self.bias, eps=self.eps, **running, comm=self.comm, backend=self.backend
+            )
+        else:  # eval: the running statistics, or this rank's batch statistics when there are none; no communication
+            y, mean, rstd = batch_norm_forward(x, self.weight, self.bias, eps=self.eps, **running, backend=self.backend)
+        self._synced = self.training
         self._count_batch()
         return y, (mean, rstd), running["training"]
 
     def _gradients(self, dy, saved):
         from .distributed import sync_batch_norm_backward
 
-        return sync_batch_norm_backward(
-            dy,
-            saved.x,
-            saved.params["weight"],
-            *saved.stats,
-            training=saved.batch_stats,
-            comm=self.comm,
-            backend=self.backend,
-        )
+        weight = saved.params["weight"]
+        if not self._synced:
+            return batch_norm_backward(
+                dy, saved.x, weight, *saved.stats, training=saved.batch_stats, backend=self.backend
+            )
+        self._in_collective = True
+        return sync_batch_norm_backward(dy, saved.x, weight, *saved.stats, comm=self.comm, backend=self.backend)
 
 
 class _InstanceNorm(_RunningNorm):

@@ -8,6 +8,15 @@ staged graph on the whole batch. The cases depend on the number of ranks only, s
     mpiexec -n K python tests/mpi_worker.py OUTDIR LIMIT              one rank of K; exits by itself after LIMIT s
     python tests/mpi_worker.py --launch MPIEXEC K OUTDIR LIMIT        the above, killed with its process group after
                                                                       LIMIT s (exit status 124 then)
+    python tests/mpi_worker.py --launch-all MPIEXEC OUTROOT FIRST LIMIT NAME=K ...
+                                                                      the launches one after the other, into
+                                                                      OUTROOT/NAME, each one's exit status and
+                                                                      output in OUTROOT/NAME/launch.json; the first
+                                                                      gets FIRST s, the others LIMIT s each
+
+The launches run one after the other, not side by side: the first, on its own, compiles the kernels into Numba's
+cache (minutes on a busy machine with a cold cache); the later ones load them. Side by side, every rank of every
+launch compiled the same kernels at once, on a machine with two cores.
 
 A rank that meets an unexpected exception prints it with the case's id and aborts the job, so that the others do
 not wait in a collective for it. The expected errors (ranks that disagree on the channel count, one value per
@@ -16,6 +25,7 @@ channel in the whole batch) are caught and their messages saved.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -91,18 +101,36 @@ class ErrorCase(NamedTuple):
     shapes: tuple  # x's shape on each rank
     expect: str  # what every rank's message must say (a regular expression, case-insensitive)
     layer: bool = False  # nn.SyncBatchNorm instead of the forward function
+    refuser: int | None = None  # the one rank whose own arguments are refused (the others are told)
+    expect_refuser: str = ""  # what the refusing rank's message says
+    refuse: str = ""  # what the refuser gets wrong: "x-float16" (the function), "x-channels" (the layer, built
+    # for the others' C), "dy-shape" (the backward after a good forward)
 
 
 ONE_VALUE = "Expected more than 1 value per channel when training"
+TOLD = "RuntimeError: .*rank.* refused their arguments"
 
 
 def error_cases(ranks: int) -> list[ErrorCase]:
     last = ranks - 1
     out = []
     if ranks > 1:
+        even = tuple((2, 3) for _ in range(ranks))
         out += [
             ErrorCase("channels-last-rank", tuple((2, 4 if r == last else 3) for r in range(ranks)), "channel"),
             ErrorCase("channels-empty-rank0", tuple((0, 4) if r == 0 else (2, 3) for r in range(ranks)), "channel"),
+            ErrorCase("refused-x-rank0", even, TOLD, False, 0, "TypeError: .*dtype float32 or float64", "x-float16"),
+            ErrorCase(
+                "refused-layer-x-last-rank",
+                tuple((2, 4 if r == last else 3) for r in range(ranks)),
+                TOLD,
+                True,
+                last,
+                "ValueError: .*num_features",
+                "x-channels",
+            ),
+            ErrorCase("refused-dy-last-rank", even, TOLD, False, last, "ValueError: .*dy of shape", "dy-shape"),
+            ErrorCase("refused-layer-dy-rank0", even, TOLD, True, 0, "ValueError: .*expected dy of shape", "dy-shape"),
         ]
     out += [
         ErrorCase("one-value", tuple((1 if r == last else 0, 3) for r in range(ranks)), ONE_VALUE),
@@ -199,20 +227,30 @@ def _run_error(case: ErrorCase, comm, rank: int, out: dict) -> None:
     from normkernels import distributed, nn
 
     x = np.ones(case.shapes[rank])
-    rm, rv = error_running_stats(x.shape[1])
+    refusing = rank == case.refuser
+    others = [shape[1] for r, shape in enumerate(case.shapes) if r != case.refuser]
+    channels = others[0] if case.refuse == "x-channels" else x.shape[1]  # the layer is built for the others' C
+    rm, rv = error_running_stats(channels)
     got = {}
     try:
         if case.layer:
-            layer = nn.SyncBatchNorm(x.shape[1], comm=comm, dtype=np.float64)
+            layer = nn.SyncBatchNorm(channels, comm=comm, dtype=np.float64)
             layer.running_mean[...] = rm
             layer.running_var[...] = rv
             rm, rv, got["num_batches_tracked"] = layer.running_mean, layer.running_var, layer.num_batches_tracked
-            layer(x)
+            y = layer(x)
+            if case.refuse == "dy-shape":
+                layer.backward(np.ones((y.shape[0] + 1, *y.shape[1:])) if refusing else np.ones_like(y))
         else:
-            distributed.sync_batch_norm_forward(x, running_mean=rm, running_var=rv, comm=comm)
+            if case.refuse == "x-float16" and refusing:
+                x = x.astype(np.float16)
+            y, mean, rstd = distributed.sync_batch_norm_forward(x, running_mean=rm, running_var=rv, comm=comm)
+            if case.refuse == "dy-shape":
+                dy = np.ones((x.shape[0] + 1, *x.shape[1:])) if refusing else np.ones_like(x)
+                distributed.sync_batch_norm_backward(dy, x, None, mean, rstd, comm=comm)
         got["error"] = ""
-    except ValueError as e:
-        got["error"] = str(e)
+    except (ValueError, TypeError, RuntimeError) as e:
+        got["error"] = f"{type(e).__name__}: {e}"
     _save(out, case.id, dict(got, running_mean=rm, running_var=rv))  # as they are after the refusal
 
 
@@ -295,6 +333,17 @@ def launch(mpiexec: str, ranks: int, outdir: str, limit: float) -> tuple[int | N
     return run_bounded(argv, limit, dict(os.environ, NUMBA_NUM_THREADS="1"))  # K ranks may share fewer cores
 
 
+def launch_all(mpiexec: str, outroot: str, first: str, limit: str, *specs: str) -> int:
+    """Every NAME=K launch in turn, its status and output saved beside its ranks' outputs."""
+    for i, spec in enumerate(specs):
+        name, ranks = spec.rsplit("=", 1)
+        outdir = Path(outroot) / name
+        outdir.mkdir(parents=True, exist_ok=True)
+        status, out, err = launch(mpiexec, int(ranks), str(outdir), float(first if i == 0 else limit))
+        (outdir / "launch.json").write_text(json.dumps({"status": status, "stdout": out, "stderr": err}))
+    return 0
+
+
 def launcher_main(mpiexec: str, ranks: str, outdir: str, limit: str) -> int:
     status, out, err = launch(mpiexec, int(ranks), outdir, float(limit))
     sys.stdout.write(out)
@@ -308,4 +357,6 @@ def launcher_main(mpiexec: str, ranks: str, outdir: str, limit: str) -> int:
 if __name__ == "__main__":
     if sys.argv[1] == "--launch":
         sys.exit(launcher_main(*sys.argv[2:]))
+    if sys.argv[1] == "--launch-all":
+        sys.exit(launch_all(*sys.argv[2:]))
     rank_main(sys.argv[1], float(sys.argv[2]))

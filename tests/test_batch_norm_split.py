@@ -12,6 +12,7 @@ from conftest import BACKENDS, SIMULATOR
 
 import normkernels as nk
 from normkernels import distributed, nn
+from normkernels._device import host as _host
 from verify import compare, staged
 from verify.cases import CASES, CUDA_TINY, HARD
 
@@ -21,10 +22,6 @@ BN_TINY = [c for c in CUDA_TINY if c.norm == "batch_norm"]
 
 def _cases(backend):
     return BN_TINY if backend == "cuda" else BN_CASES
-
-
-def _host(a):
-    return a if a is None or isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _parts(n: int, split: str) -> list[slice]:
@@ -409,6 +406,7 @@ sys.modules["mpi4py"] = None  # as if not installed
 import numpy as np
 import normkernels, normkernels.nn, normkernels.distributed
 from normkernels import distributed, nn
+from normkernels._device import host as _host
 x = np.ones((4, 3), np.float32)
 distributed.sync_batch_norm_forward(x, training=False, running_mean=np.zeros(3), running_var=np.ones(3))
 nn.SyncBatchNorm(3).eval()(x)
@@ -450,3 +448,97 @@ def test_distributed_on_device_arrays_stays_on_the_device(backend):
     grads = distributed.sync_batch_norm_backward(dy, x, gamma, *want[1:], comm=OneRank())
     for got, w in zip((dx, dgamma, dbeta), grads, strict=True):
         compare.assert_close(got.copy_to_host(), w, tol, what="backward")
+
+
+class TwoRanks(OneRank):
+    """Rank 0 of two, the other rank's part of each collective given: its allgather record and allreduce buffer."""
+
+    def __init__(self, other_record=None, other_buffer=None):
+        super().__init__()
+        self.other_record, self.other_buffer, self.sent = other_record, other_buffer, []
+
+    def allgather(self, obj):
+        self.calls.append("allgather")
+        self.sent.append(obj)
+        return [obj, self.other_record]
+
+    def Allreduce(self, send, recv):
+        self.calls.append("Allreduce")
+        self.sent.append(send.copy())
+        recv[...] = send + self.other_buffer
+
+
+def _record(c=3, eps=1e-5, momentum=0.1, refused=None):
+    """What another rank sends in the forward's allgather (refused: its error message)."""
+    if refused:
+        return (refused, None, None, None, 0, None, None)
+    return (None, c, eps, momentum, 4, np.zeros(c), np.ones(c))
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the cpu half")
+@pytest.mark.parametrize(
+    "other, error, message",
+    [
+        (_record(refused="TypeError: x has no dtype"), RuntimeError, r"rank\(s\) \[1\] refused .*x has no dtype"),
+        (_record(c=4), ValueError, r"disagree on the number of channels .*\{0: 3, 1: 4\}"),
+        (_record(eps=1e-3), ValueError, "disagree on the eps"),
+        (_record(momentum=0.5), ValueError, "disagree on the momentum"),
+    ],
+    ids=["refused", "channels", "eps", "momentum"],
+)
+def test_what_another_rank_sends_is_refused_here_too(other, error, message):
+    rm, rv = np.zeros(3), np.ones(3)
+    comm = TwoRanks(other)
+    with pytest.raises(error, match=message):
+        distributed.sync_batch_norm_forward(np.ones((4, 3)), running_mean=rm, running_var=rv, comm=comm)
+    assert comm.calls == ["allgather"] and np.array_equal(rm, np.zeros(3)) and np.array_equal(rv, np.ones(3))
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the cpu half")
+def test_a_refusal_here_still_takes_part_in_the_collective():
+    """This rank's own error is raised here after it told the others through the collective, so none waits."""
+    comm = TwoRanks(_record())
+    with pytest.raises(ValueError, match=r"gamma of shape \(3,\)"):
+        distributed.sync_batch_norm_forward(np.ones((4, 3)), np.ones(2), comm=comm)
+    assert comm.calls == ["allgather"] and "gamma of shape" in comm.sent[0][0]
+    comm = TwoRanks(_record())
+    with pytest.raises(TypeError, match="training to be a bool"):  # refused in the collective, not skipped
+        distributed.sync_batch_norm_forward(np.ones((4, 3)), training="no", comm=comm)
+    assert comm.calls == ["allgather"]
+    # the backward: a dy of the wrong shape here; its buffer has the agreed size (from mean) and a raised flag
+    x = np.random.default_rng(10).standard_normal((4, 3))
+    y, mean, rstd = distributed.sync_batch_norm_forward(x, comm=OneRank())
+    comm = TwoRanks(other_buffer=np.zeros(8))
+    with pytest.raises(ValueError, match="dy of shape"):
+        distributed.sync_batch_norm_backward(np.ones((5, 3)), x, None, mean, rstd, comm=comm)
+    assert comm.calls == ["Allreduce"] and comm.sent[0].shape == (8,) and comm.sent[0][-1] == 1
+    # ... and the other rank's flag refuses it here
+    other = np.zeros(8)
+    other[-1] = 1
+    with pytest.raises(RuntimeError, match="1 other rank"):
+        distributed.sync_batch_norm_backward(np.ones_like(x), x, None, mean, rstd, comm=TwoRanks(other_buffer=other))
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the cpu half")
+def test_the_layer_refuses_through_the_collective_and_never_syncs_in_eval():
+    comm = TwoRanks(_record())
+    layer = nn.SyncBatchNorm(3, comm=comm)
+    with pytest.raises(ValueError, match="num_features"):
+        layer(np.ones((4, 2), np.float32))
+    assert comm.calls == ["allgather"] and "num_features" in comm.sent[0][0]
+    comm = OneRank()
+    layer = nn.SyncBatchNorm(3, comm=comm)
+    layer(np.random.default_rng(11).standard_normal((4, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match="dy of shape"):
+        layer.backward(np.ones((5, 3), np.float32))
+    assert comm.calls == ["allgather", "Allreduce"]  # the refused dy took part in the allreduce
+    # eval never communicates, with running statistics or (untracked) with this rank's own batch statistics
+    for tracked in (True, False):
+        comm = OneRank()
+        layer = nn.SyncBatchNorm(3, track_running_stats=tracked, comm=comm).eval()
+        x = np.random.default_rng(12).standard_normal((4, 3)).astype(np.float32)
+        y = layer(x)
+        layer.backward(np.ones_like(y))
+        assert comm.calls == [], tracked
+        plain = nn.BatchNorm1d(3, track_running_stats=tracked).eval()
+        assert np.array_equal(y, plain(x))

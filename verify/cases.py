@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import normkernels as nk
+from normkernels import _device
 
 from . import norms, staged
 
@@ -238,22 +239,22 @@ class Case:
             pieces = cuts(x.shape[0])
             stats = [nk.batch_norm_stats(x[p], backend=backend) for p in pieces]
             counts = [s[0] for s in stats]
-            means = np.stack([_host(s[1]) for s in stats])
-            m2s = np.stack([_host(s[2]) for s in stats])
+            means = np.stack([_device.host(s[1]) for s in stats])
+            m2s = np.stack([_device.host(s[2]) for s in stats])
             mean, rstd = nk.batch_norm_gather_stats(counts, means, m2s, eps=eps, backend=backend)
             y = np.concatenate(
-                [_host(nk.batch_norm_elemt(x[p], mean, rstd, gamma, beta, backend=backend)) for p in pieces]
+                [_device.host(nk.batch_norm_elemt(x[p], mean, rstd, gamma, beta, backend=backend)) for p in pieces]
             )
             return y, (x, gamma, mean, rstd, pieces, sum(counts))
 
         def backward(dy, cache):
             x, gamma, mean, rstd, pieces, count = cache
             sums = [nk.batch_norm_backward_reduce(dy[p], x[p], mean, rstd, backend=backend) for p in pieces]
-            sum_dy = np.sum([_host(s[0]) for s in sums], axis=0)
-            sum_dy_xmu = np.sum([_host(s[1]) for s in sums], axis=0)
+            sum_dy = np.sum([_device.host(s[0]) for s in sums], axis=0)
+            sum_dy_xmu = np.sum([_device.host(s[1]) for s in sums], axis=0)
             dx = np.concatenate(
                 [
-                    _host(
+                    _device.host(
                         nk.batch_norm_backward_elemt(
                             dy[p], x[p], mean, rstd, gamma, sum_dy, sum_dy_xmu, count, backend=backend
                         )
@@ -263,7 +264,7 @@ class Case:
             )
             if gamma is None:
                 return dx, None, None
-            return dx, (sum_dy_xmu * _host(rstd)).astype(x.dtype), sum_dy.astype(x.dtype)
+            return dx, (sum_dy_xmu * _device.host(rstd)).astype(x.dtype), sum_dy.astype(x.dtype)
 
         return forward, backward
 
@@ -318,11 +319,6 @@ class Case:
         for name, got in zip(entry.gradients, grads, strict=True):
             pairs[name] = (got, ref[name])
         return pairs, cache
-
-
-def _host(a):
-    """A NumPy copy of a device array (a NumPy array as it is)."""
-    return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _first_of_group(lay: staged.Layout) -> np.ndarray:
