@@ -224,13 +224,17 @@ def _counts(counts, *, op: str) -> np.ndarray:
     if _device.is_device_array(counts):
         raise TypeError(f"{op}: expected counts on the host (a sequence or numpy.ndarray of ints), got a GPU array")
     a = np.asarray(counts)
+    if a.dtype == object and all(_checks.is_int(v) for v in a.ravel()):  # Python ints beyond int64
+        a = a.astype(np.float64)
     if a.dtype == object or a.dtype.kind not in "iuf":
         raise TypeError(f"{op}: expected counts to be integers, got {a.dtype}")
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{op}: expected counts of shape (R,) with R >= 1 parts, got shape {a.shape}")
     f = a.astype(np.float64)
-    if not (np.all(np.isfinite(f)) and np.all(f >= 0) and np.all(f == np.floor(f)) and f.sum() < 2.0**53):
+    if not (np.all(np.isfinite(f)) and np.all(f >= 0) and np.all(f == np.floor(f))):
         raise ValueError(f"{op}: expected counts to be non-negative integers, got {a.tolist()}")
+    if f.sum() >= 2.0**53:  # float64 holds every integer below 2**53 exactly, and the merge counts in float64
+        raise ValueError(f"{op}: expected counts adding up to less than 2**53, got {a.tolist()}")
     return f
 
 
@@ -238,7 +242,7 @@ def _count(count, *, at_least: int, op: str) -> int:
     """The whole batch's count of values per channel: an integer, at least this batch's own."""
     if isinstance(count, np.ndarray) and count.ndim == 0:
         count = count.item()
-    if isinstance(count, float) and count.is_integer():
+    if isinstance(count, (float, np.floating)) and float(count).is_integer():
         count = int(count)
     if not _checks.is_int(count):
         raise TypeError(f"{op}: expected count to be an int (values per channel in the whole batch), got {count!r}")
@@ -256,9 +260,13 @@ def _partials(name: str, a, *, op: str, backend: str, like=None):
     if _device.is_device_array(a):
         if backend != "cuda":
             raise TypeError(f'{op}: {name} is a GPU array ({type(a).__name__}): pass backend="cuda"')
+        if like is not None and not _device.is_device_array(like):
+            raise TypeError(f"{op}: means is a NumPy array, so {name} must be one too, got {type(a).__name__}")
         a = _device.as_device(a)
-        if a.dtype != np.float64 or not a.is_c_contiguous():
-            raise TypeError(f"{op}: expected {name} as a C-contiguous float64 device array, got {a.dtype}")
+        if a.dtype != np.float64:
+            raise TypeError(f"{op}: expected {name} as a float64 device array, got {a.dtype}")
+        if not a.is_c_contiguous():
+            raise ValueError(f"{op}: expected a C-contiguous device array for {name}, got strides {a.strides}")
     else:
         if like is not None and _device.is_device_array(like):
             raise TypeError(f"{op}: means is a GPU array, so {name} must be one too, got {type(a).__name__}")
