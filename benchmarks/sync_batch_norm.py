@@ -9,8 +9,12 @@ Each round starts at a barrier; a rank times its forward + backward (``normkerne
 it, the two collectives (the forward's allgather, the backward's allreduce); a round's time is the slowest
 rank's. Collective time includes waiting for the slowest rank to arrive, which is what a step pays. Also timed,
 on their own: the fused single-process ops on the same part (``batch_norm_forward`` + ``batch_norm_backward``, no
-communication at all), and the two collectives alone on buffers of the same size (their latency). Medians over
---repeat rounds; rank 0 prints one JSON line (with --json) or a table row.
+communication at all), the two collectives alone once per round (cold, as in a step), and each collective alone in
+a tight loop of 500 calls (warm: its latency), with a raw-buffer allgather of the same numbers beside mpi4py's
+object allgather. Medians over --repeat rounds; rank 0 prints one JSON line (with --json) or a markdown row:
+
+    | dtype | ranks x threads | part | fused (ms) | sync (ms) | in collectives (ms) | share | collectives alone, per
+    round (µs) | tight loop: allgather / buffer allgather / allreduce (µs) |
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def run(shape: tuple[int, ...], dtype, repeat: int, warmup: int) -> dict:
         y, mean, rstd = nk.batch_norm_forward(x, gamma, beta, running_mean=rm, running_var=rv)
         nk.batch_norm_backward(dy, x, gamma, mean, rstd)
 
-    record = (None, c, 1e-5, 0.1, 1, np.zeros(c), np.zeros(c))  # what the forward's allgather carries
+    record = distributed.statistics_record(c, 1e-5, 0.1, 1, np.zeros(c), np.zeros(c))  # the forward's allgather
     send, recv = np.zeros(2 * c + 2), np.zeros(2 * c + 2)  # ... and the backward's allreduce
+    flat, gathered = np.zeros(2 * c + 5), np.zeros((size, 2 * c + 5))  # the same numbers as one raw buffer
 
     def collectives():
         comm.allgather(record)
@@ -105,6 +110,21 @@ def run(shape: tuple[int, ...], dtype, repeat: int, warmup: int) -> dict:
             elif name == "sync":
                 _slowest(comm, timed.seconds)
     med = {k: float(np.median(v)) for k, v in rounds.items()}
+    # each collective alone, in a tight loop (warm, every rank arriving together): its latency
+    tight = {
+        "allgather": lambda: comm.allgather(record),
+        "buffer_allgather": lambda: comm.Allgather(flat, gathered),
+        "allreduce": lambda: comm.Allreduce(send, recv),
+    }
+    latency = {}
+    for name, call in tight.items():
+        times = []
+        for _ in range(500):
+            comm.Barrier()
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        latency[name] = 1e6 * _slowest(comm, float(np.median(times)))
     return {
         "shape": list(shape),
         "dtype": np.dtype(dtype).name,
@@ -116,6 +136,9 @@ def run(shape: tuple[int, ...], dtype, repeat: int, warmup: int) -> dict:
         "comm_share": med["comm"] / med["sync"],
         "fused_ms": 1e3 * med["fused"],
         "collectives_us": 1e6 * med["collectives"],
+        "tight_allgather_us": latency["allgather"],
+        "tight_buffer_allgather_us": latency["buffer_allgather"],
+        "tight_allreduce_us": latency["allreduce"],
         "repeat": repeat,
     }
 
@@ -137,8 +160,10 @@ def main(argv=None) -> None:
         else:
             r = result
             print(
-                f"| {r['ranks']} | {r['threads_per_rank']} | {tuple(r['part'])} | {r['fused_ms']:.2f} | "
-                f"{r['sync_ms']:.2f} | {r['comm_ms']:.3f} | {100 * r['comm_share']:.1f}% | {r['collectives_us']:.0f} |"
+                f"| {r['dtype']} | {r['ranks']} x {r['threads_per_rank']} | {tuple(r['part'])} | {r['fused_ms']:.2f} | "
+                f"{r['sync_ms']:.2f} | {r['comm_ms']:.2f} | {100 * r['comm_share']:.1f}% | {r['collectives_us']:.0f} | "
+                f"{r['tight_allgather_us']:.1f} / {r['tight_buffer_allgather_us']:.1f} / "
+                f"{r['tight_allreduce_us']:.1f} |"
             )
 
 

@@ -92,7 +92,7 @@ def sync_batch_norm_forward(
         _checks.affine(gamma, beta, (c,), x, op=op)
         _checks.running_pair(running_mean, running_var, c, x, True, op=op)
         count, mean, m2 = batch_norm_stats(x, backend=backend)
-        record = (None, c, eps, momentum, count, _device.host(mean), _device.host(m2))
+        record = statistics_record(c, eps, momentum, count, _device.host(mean), _device.host(m2))
     except Exception as exc:
         refuse_forward(comm, exc)
         raise
@@ -190,6 +190,12 @@ def _communicator(comm, *, op: str):
             f"{op}: expected comm to be an mpi4py communicator (e.g. MPI.COMM_WORLD), got {type(comm).__name__}"
         )
     return comm
+
+
+def statistics_record(channels: int, eps: float, momentum: float, count: int, mean, m2) -> tuple:
+    """What a rank sends in a training forward's allgather: no refusal, then what the ranks must agree on (C, eps,
+    momentum), then its partial statistics (count, mean, M2)."""
+    return (None, channels, eps, momentum, count, mean, m2)
 
 
 def refuse_forward(comm, exc: Exception) -> None:
