@@ -20,9 +20,12 @@ leaving the others waiting in a collective).
 - Ranks may hold different batch sizes, including none. Ranks that disagree on the channel count, on eps or on
   momentum, and an argument refused on one rank, raise on every rank (the allgather carries the channel count,
   eps, momentum and a refusal with the statistics; the allreduce a refusal flag with the sums), so no rank is
-  left waiting. Two things cannot be told apart from waiting: a rank that skips the call (say, one in eval mode
-  while the others train) and, in the backward, a rank whose mean and x are both unusable (no channel count to
-  size its part of the allreduce); ``python -m mpi4py`` ends the job when that rank raises.
+  left waiting. What cannot be told apart from waiting: a rank that skips the call (say, one in eval mode while
+  the others train) or calls it on another communicator (or passes something that is not one), and, in the
+  backward, a rank whose mean is not the forward's (C,): its part of the allreduce is sized from mean's length,
+  so a wrong length makes the buffers differ, which MPI reports by aborting the job ("Message truncated" in
+  MPICH), and with neither mean nor x usable there is no size at all. ``python -m mpi4py`` ends the job when
+  such a rank raises.
 - dgamma and dbeta are this rank's share, as in PyTorch: the whole batch's gradient is their sum over ranks,
   and a data-parallel training loop reduces them as it reduces every other parameter's gradient.
 - mpi4py is needed only when a training forward or backward runs with ``comm=None`` (then

@@ -189,6 +189,7 @@ class _Norm:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y (x.shape, x's dtype); keeps x, the statistics and the mode for ``backward``."""
         op = type(self).__name__
+        self._saved = None  # a forward that fails leaves nothing for a backward to differentiate
         if not isinstance(x, np.ndarray):
             if _device.is_device_array(x):
                 raise TypeError(
@@ -496,6 +497,7 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """As BatchNorm's; in training, input this rank refuses (wrong C, dtype, ndim) is refused on every rank."""
         self._in_collective = False
+        self._synced = False
         try:
             return super().forward(x)
         except Exception as exc:
@@ -522,7 +524,10 @@ class SyncBatchNorm(_BatchNorm):
         if x.ndim < 2:
             raise ValueError(f"{op}: expected at least 2D input (got {x.ndim}D input)")
         self._check_channels(x, 1, "num_features", self.num_features)
-        return x  # a part may hold one value per channel, or none: the whole batch is checked when merged
+        if not self.training:  # eval is this rank's alone (batch statistics when untracked): checked here
+            count = x.shape[0] * math.prod(x.shape[2:])
+            _checks.values_per_channel(count, x.shape, self._uses_batch_stats(), op=op)
+        return x  # in training a part may hold one value per channel, or none: the whole batch is checked merged
 
     def _normalize(self, x):
         from .distributed import sync_batch_norm_forward

@@ -562,3 +562,31 @@ def test_the_layer_refuses_through_the_collective_and_never_syncs_in_eval():
         assert comm.calls == [], tracked
         plain = nn.BatchNorm1d(3, track_running_stats=tracked).eval()
         assert np.array_equal(y, plain(x))
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the cpu half")
+def test_a_failed_forward_leaves_no_backward_to_sync():
+    """After a refused eval forward on this rank, its backward must not join an allreduce the others (whose eval
+    forward went through, locally) never start: nothing is saved, so it raises here, alone."""
+    comm = OneRank()
+    layer = nn.SyncBatchNorm(3, comm=comm)
+    x = np.random.default_rng(13).standard_normal((4, 3)).astype(np.float32)
+    layer(x)
+    layer.eval()
+    with pytest.raises(TypeError, match="dtype"):
+        layer(x.astype(np.int64))
+    with pytest.raises(RuntimeError, match="call forward before backward"):
+        layer.backward(np.ones_like(x))
+    assert comm.calls == ["allgather"]
+    with pytest.raises(ValueError, match="SyncBatchNorm: Expected more than 1 value per channel"):
+        nn.SyncBatchNorm(3, track_running_stats=False, comm=comm).eval()(x[:1])
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the cpu half")
+def test_a_refusal_inside_the_function_is_one_collective_from_the_layer():
+    comm = OneRank()
+    layer = nn.SyncBatchNorm(3, comm=comm)
+    layer.weight = np.ones(2, np.float32)  # refused by sync_batch_norm_forward, inside its collective
+    with pytest.raises(ValueError, match=r"gamma of shape \(3,\)"):
+        layer(np.ones((4, 3), np.float32))
+    assert comm.calls == ["allgather"]
