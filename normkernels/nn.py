@@ -27,7 +27,7 @@ Conventions:
 - Gradients are overwritten, not accumulated: each ``backward`` sets the ``<parameter>_grad`` attributes
   (parameter dtype) from the latest forward; ``zero_grad()`` sets them to None. They are None for a
   parameter the layer was built without (``affine=False``, ``bias=False``). ``backward`` may be called again
-  on the same forward.
+  on the same forward; after a forward that raised there is nothing to differentiate until the next one.
 - ``forward`` keeps a private copy of x (and of the parameters), so changing x or a parameter in place before
   the backward does not change the gradients. In eval mode with running statistics the backward treats them as
   constants (``dx = dy * weight * rstd``), as autograd does.
