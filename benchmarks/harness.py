@@ -1,17 +1,22 @@
 """What the benchmark CLI and the pytest-benchmark suite share: backends, the bytes model, timing, copy bandwidth.
 
 Method: time kernels, not transfers. Every backend gets its inputs already on its
-device; a warm-up call comes first, so JIT compilation is never timed; a GPU call synchronizes inside the
-timed region. Bandwidth comes from a minimum-bytes model (forward reads x and writes y, backward reads x and
-dy and writes dx; the small per-channel and per-row arrays are left out) and is set against a copy of the
-same number of bytes measured on the same device in the same run.
+device; a warm-up call comes first, so JIT compilation is never timed; a GPU call (and every JAX call, which
+returns before its work is done) synchronizes inside the timed region. Bandwidth comes from a minimum-bytes
+model (forward reads x and writes y, backward reads x and dy and writes dx; the small per-channel and per-row
+arrays are left out) and is set against a copy of the same number of bytes measured on the same device in the
+same run. The backends of a cell are timed side by side in rounds, each giving every backend a burst of calls;
+a speedup over a peer comes with a 95% bootstrap interval over the paired bursts (`speedup`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -24,16 +29,20 @@ from verify import staged
 SIMULATOR = _backends.simulator()  # benchmarks never run in the CUDA simulator
 
 DIRECTIONS = ("forward", "backward")
-BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda")
+BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda", "jax-cpu")
 LABELS = {
     "numpy": "staged NumPy",
     "cpu": "normkernels cpu",
     "cuda": "normkernels cuda",
     "torch-cpu": "PyTorch CPU",
     "torch-cuda": "PyTorch CUDA",
+    "jax-cpu": "JAX CPU",
 }
-DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch-cpu": "cpu", "cuda": "gpu", "torch-cuda": "gpu"}
-PEER = {"numpy": "torch-cpu", "cpu": "torch-cpu", "cuda": "torch-cuda"}  # the PyTorch backend each is compared with
+DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch-cpu": "cpu", "jax-cpu": "cpu", "cuda": "gpu", "torch-cuda": "gpu"}
+# the PyTorch backend each is compared with (x PyTorch)
+PEER = {"numpy": "torch-cpu", "cpu": "torch-cpu", "jax-cpu": "torch-cpu", "cuda": "torch-cuda"}
+# the other libraries on each device: every backend's speedup is also taken over the fastest of them in each cell
+PEERS = {"cpu": ("torch-cpu", "jax-cpu"), "gpu": ("torch-cuda",)}
 
 _ARRAYS_MOVED = {"forward": 2, "backward": 3}  # x -> y; x, dy -> dx
 
@@ -54,6 +63,16 @@ def _torch():
     return torch
 
 
+def _jax():
+    """jax with float64 enabled (x64: float64 arrays stay float64; float32 ones stay float32), or None."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
 def _gpu() -> bool:
     return _backends.cuda_mode() == "gpu"
 
@@ -64,6 +83,8 @@ def unavailable(backend: str) -> str | None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend.startswith("torch") and _torch() is None:
         return "PyTorch is not installed"
+    if backend == "jax-cpu" and _jax() is None:
+        return 'JAX is not installed (pip install -e ".[jax]")'
     if DEVICE[backend] == "gpu":
         if backend == "torch-cuda" and not _torch().cuda.is_available():
             return "PyTorch sees no CUDA device"
@@ -109,13 +130,14 @@ def _device_inputs(case, inputs, backend: str):
     return type(inputs)(x, dict(zip(inputs.params, params, strict=True)), dy)
 
 
-def calls(case, backend: str, dtype=np.float32) -> dict:
+def calls(case, backend: str, dtype=np.float32, affine: str = "gamma_beta") -> dict:
     """{direction: zero-argument callable} for one case on one backend, inputs already on the device.
 
     Each call runs the whole op (forward: y and the statistics; backward: dx and the gradient of every
-    parameter) and returns only when the device is done.
+    parameter) and returns only when the device is done. `affine` says which of gamma and beta are given
+    (verify.cases.AFFINE).
     """
-    inputs = case.inputs(np.dtype(dtype))
+    inputs = case.inputs(np.dtype(dtype), affine)
     if backend == "numpy":  # the float64 graph: its timed calls include casting the float32 inputs
         params = inputs.values()
         _, cache = case.staged_forward(inputs.x, *params)
@@ -123,6 +145,8 @@ def calls(case, backend: str, dtype=np.float32) -> dict:
             "forward": lambda: case.staged_forward(inputs.x, *params),
             "backward": lambda: staged.backward(inputs.dy, cache),
         }
+    if backend == "jax-cpu":
+        return _jax_calls(case, inputs)
     if backend in ("cpu", "cuda"):
         inputs = _device_inputs(case, inputs, backend)
         _, saved = case.run_forward(inputs, backend)
@@ -153,6 +177,64 @@ def calls(case, backend: str, dtype=np.float32) -> dict:
     }
 
 
+def jax_forward(case):
+    """The case's norm in closed form in jax.numpy, as a function (x, params: dict) -> y: the statistics over
+    the norm's view of x (verify.staged.Layout), biased variances taken about the mean (two passes, as the
+    staged graph and the PyTorch twins), rsqrt, then the affine; parameters that are None are left out.
+    Switchable Normalization mixes the instance, layer and batch statistics of the (N, C, S) view by softmaxed
+    weights, as verify.norms' PyTorch composition does."""
+    jax = _jax()
+    jnp = jax.numpy
+    lay = case.layout
+    eps = case.eps
+    axes = lay.reduce_axes
+
+    def moments(xv, axes):
+        mean = jnp.mean(xv, axis=axes, keepdims=True)
+        return mean, jnp.mean(jnp.square(xv - mean), axis=axes, keepdims=True)
+
+    def forward(x, params):
+        xv = x.reshape(lay.view_shape)
+        if case.norm == "rms_norm":
+            xhat = xv * jax.lax.rsqrt(jnp.mean(jnp.square(xv), axis=axes, keepdims=True) + eps)
+        elif case.norm == "switchable_norm":
+            stats = [moments(xv, kind_axes) for kind_axes, _ in staged.SWITCHABLE_KINDS.values()]
+            w = jax.nn.softmax(params["mean_weight"])
+            v = jax.nn.softmax(params["var_weight"])
+            mean = sum(w[i] * m for i, (m, _) in enumerate(stats))
+            var = sum(v[i] * s for i, (_, s) in enumerate(stats))
+            xhat = (xv - mean) * jax.lax.rsqrt(var + eps)
+        else:
+            mean, var = moments(xv, axes)
+            xhat = (xv - mean) * jax.lax.rsqrt(var + eps)
+        y = xhat.reshape(lay.x_shape)
+        if params.get("gamma") is not None:
+            y = y * params["gamma"].reshape(lay.affine_broadcast)
+        if params.get("beta") is not None:
+            y = y + params["beta"].reshape(lay.affine_broadcast)
+        return y
+
+    return forward
+
+
+def _jax_calls(case, inputs) -> dict:
+    """The jitted forward on (x, params), and the jitted backward: the pullback of one forward (jax.vjp, its
+    residuals kept on the device as PyTorch's autograd graph keeps its saved tensors) applied to dy, giving
+    (dx, {name: gradient}) for x and every parameter given. Inputs are put on JAX's CPU device first; each
+    call blocks until its outputs are ready (JAX dispatches asynchronously) and returns them."""
+    jax = _jax()
+    cpu = jax.devices("cpu")[0]
+    x, dy = jax.device_put(inputs.x, cpu), jax.device_put(inputs.dy, cpu)
+    params = {name: None if a is None else jax.device_put(a, cpu) for name, a in inputs.params.items()}
+    forward = jax.jit(jax_forward(case))
+    _, pullback = jax.vjp(forward, x, params)
+    backward = jax.jit(lambda pullback, dy: pullback(dy))
+    return {
+        "forward": lambda: jax.block_until_ready(forward(x, params)),
+        "backward": lambda: jax.block_until_ready(backward(pullback, dy)),
+    }
+
+
 def first_calls(cases, backend: str) -> dict:
     """{case id: seconds} of the first forward + backward of each case (float32) in this process: compile
     time with an empty Numba cache, load time with a filled one. Later cases reuse what earlier ones built."""
@@ -167,24 +249,59 @@ def first_calls(cases, backend: str) -> dict:
     return times
 
 
+def _xla_started() -> bool:
+    """Whether JAX has created its backends (XLA's CPU client sizes its thread pool then, once per process)."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    if bridge is None:
+        return False
+    started = getattr(bridge, "backends_are_initialized", None)
+    return True if started is None else bool(started())
+
+
 def same_threads() -> None:
-    """Give PyTorch Numba's CPU thread count, so the two are compared on the same cores."""
+    """Give PyTorch and XLA Numba's CPU thread count, so the libraries are compared on the same cores.
+
+    XLA has no call to set its thread count: its CPU client sizes its compute pool once, when JAX first
+    starts its backends, from PJRT_NPROC or else the cores this process may run on. So PJRT_NPROC is set here,
+    which takes effect only before that (`jax_threads` says whether it did). Other threads of the XLA runtime
+    (compilation, dispatch) are not pinned: they do no work in the timed calls."""
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(numba.get_num_threads())
+    if not _xla_started():
+        os.environ["PJRT_NPROC"] = str(numba.get_num_threads())
+
+
+def jax_threads():
+    """The size of XLA's CPU compute pool as this process has it (or will have it, if JAX has not started):
+    PJRT_NPROC, or else the cores this process may run on; None where jax started before same_threads set it
+    from another value (unknown)."""
+    nproc = os.environ.get("PJRT_NPROC")
+    if nproc is not None and nproc.isdigit():
+        return int(nproc)
+    if _xla_started():
+        return None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 @dataclass
 class Timing:
-    median: float  # seconds
+    median: float  # seconds, of every timed call
     min: float
     calls: int
+    bursts: tuple = ()  # the timed calls (seconds), one tuple per round: burst i of each backend ran in round i
 
 
 def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timing:
     """Median and min of `repeat` timed calls after `warmup` untimed ones; stops early (after at least 3
     timed calls) once `budget` seconds have been spent timing."""
     return measure_side_by_side({"fn": fn}, repeat, budget, warmup, burst=1)["fn"]
+
+
+def burst_size(repeat: int) -> int:
+    """Calls per burst for `repeat` timed calls: 3 at most, and at least 5 rounds where repeat allows (the
+    bootstrap pairs rounds, so it needs several)."""
+    return max(1, min(3, repeat // 5))
 
 
 # Seconds before each burst. Not tuned: without a pause, cells on this 2-core machine read 4-32 ms in 4 ms
@@ -194,30 +311,115 @@ _PAUSE = 0.05
 
 def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmup: int = 2, burst: int = 5) -> dict:
     """{name: Timing} for several callables timed in turns, so that a slow spell of a noisy machine lands on
-    all of them alike: each round gives each callable `burst` timed calls. With several callables each burst
-    starts after a pause and one untimed call: NumPy/Numba and PyTorch bring OpenMP runtimes of their own,
-    whose threads spin for a while after a parallel region and would otherwise take the cores from the
-    next library's threads. Stops after `repeat` timed calls each, or earlier (after at least 3) once
-    `budget` seconds per callable have been spent."""
+    all of them alike: each round gives each callable a burst of `burst` timed calls. With several callables
+    each burst starts after a pause and one untimed call: NumPy/Numba, PyTorch and XLA bring thread pools of
+    their own, whose threads spin for a while after a parallel region and would otherwise take the cores from
+    the next library's threads. Stops after `repeat` timed calls each, or earlier, once `budget` seconds per
+    callable have been spent and at least 3 rounds have run; rounds after the budget is spent are of one
+    call. Every callable gets the same calls in each round (Timing.bursts), so round i pairs them."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict = {name: [] for name in fns}
+    bursts: dict = {name: [] for name in fns}
     spent = 0.0
     done = 0
-    while done < repeat and (done < 3 or spent < budget * len(fns)):
-        n = min(burst, repeat - done)
+    rounds = 0
+    while done < repeat and (rounds < 3 or spent < budget * len(fns)):
+        n = min(burst if spent < budget * len(fns) else 1, repeat - done)
         for name, fn in fns.items():
             if len(fns) > 1:
                 time.sleep(_PAUSE)
                 fn()
+            times = []
             for _ in range(n):
                 t0 = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - t0)
-                spent += times[name][-1]
+                times.append(time.perf_counter() - t0)
+            spent += sum(times)
+            bursts[name].append(tuple(times))
         done += n
-    return {name: Timing(statistics.median(t), min(t), len(t)) for name, t in times.items()}
+        rounds += 1
+    timings = {}
+    for name, rounds_of in bursts.items():
+        t = [s for b in rounds_of for s in b]
+        timings[name] = Timing(statistics.median(t), min(t), len(t), tuple(rounds_of))
+    return timings
+
+
+# --- speedups with a confidence interval -----------------------------------------------------------------
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Speedup:
+    ratio: float  # the other's median / this one's: above 1, this one is faster
+    low: float | None  # the CONFIDENCE bootstrap interval of the ratio; None with fewer than 2 rounds
+    high: float | None
+    verdict: str  # "faster", "slower" or "tie" (verdict)
+
+
+def verdict(low: float | None, high: float | None) -> str:
+    """The verdict on a speedup's interval: "faster" when all of it is above 1, "slower" when all of it is below
+    1, else "tie" (the interval holds 1, or there is none: the timings cannot tell the two apart)."""
+    if low is None or high is None:
+        return "tie"
+    if low > 1:
+        return "faster"
+    if high < 1:
+        return "slower"
+    return "tie"
+
+
+def _padded(bursts) -> np.ndarray:
+    """(rounds, longest burst) seconds, NaN after the end of a shorter burst."""
+    out = np.full((len(bursts), max(len(b) for b in bursts)), np.nan)
+    for i, b in enumerate(bursts):
+        out[i, : len(b)] = b
+    return out
+
+
+def _median(a: np.ndarray) -> np.ndarray:
+    """np.nanmedian over the last axis, faster (np.sort puts NaN last; count the others)."""
+    a = np.sort(a, axis=-1)
+    n = np.count_nonzero(~np.isnan(a), axis=-1)[..., None]
+    lo = np.take_along_axis(a, (n - 1) // 2, axis=-1)
+    hi = np.take_along_axis(a, n // 2, axis=-1)
+    return ((lo + hi) / 2)[..., 0]
+
+
+def speedup(own: Timing, other: Timing, *, resamples: int = 9999, seed: int = 0) -> Speedup:
+    """How much faster `own` ran than `other` (median over median), timed side by side, with a CONFIDENCE
+    interval: scipy.stats.bootstrap resamples the rounds, each round carrying both bursts (burst i of one paired
+    with burst i of the other, so a slow spell of the machine moves both), and recomputes the ratio of the
+    medians of every call in the resampled rounds (the percentile interval; the seed makes it repeatable)."""
+    ratio = other.median / own.median
+    if len(own.bursts) != len(other.bursts):
+        raise ValueError(f"paired bursts needed: {len(own.bursts)} rounds against {len(other.bursts)}")
+    if len(own.bursts) < 2:
+        return Speedup(ratio, None, None, verdict(None, None))
+    from scipy import stats
+
+    a, b = _padded(own.bursts), _padded(other.bursts)
+
+    def statistic(rounds, axis=-1):  # rounds: (..., n) indices of resampled rounds
+        pooled = (*rounds.shape[:-1], -1)
+        return _median(b[rounds].reshape(pooled)) / _median(a[rounds].reshape(pooled))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate resampling (identical rounds) warns; its interval is a point
+        res = stats.bootstrap(
+            (np.arange(len(a)),),
+            statistic,
+            vectorized=True,
+            n_resamples=resamples,
+            batch=1000,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return Speedup(ratio, low, high, verdict(low, high))
 
 
 # --- copy bandwidth ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Smoke tests of the benchmarks: the bytes model and the timer of benchmarks.harness, one quick run of
-python -m benchmarks (table, JSON, plot), and the pytest-benchmark suite on one small case; neither runs
-under the CUDA simulator."""
+"""Smoke tests of the benchmarks: the bytes model, the timer and the bootstrap verdicts of benchmarks.harness,
+the JAX backend against the staged graph, quick runs of python -m benchmarks (table, JSON, plot; with JAX and
+without it), and the pytest-benchmark suite on one small case; neither runs under the CUDA simulator."""
 
 import importlib.util
 import json
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from benchmarks import harness as h
-from verify.cases import SMALL, Case
+from verify import compare, staged
+from verify.cases import CUDA_TINY, SMALL, Case
+from verify.norms import NORMS
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_SIMULATOR = h.SIMULATOR
@@ -60,6 +62,144 @@ def test_measure_stops_at_the_budget_after_at_least_three_calls():
     t = h.measure(fn, repeat=100, budget=0.025, warmup=0)
     assert 3 <= t.calls <= 5 and count[0] == t.calls  # 5 calls of >= 5 ms fill 25 ms
     assert t.median >= t.min >= 0.005
+
+
+def test_side_by_side_rounds_pair_the_callables():
+    fns = {name: _counter(0.001)[0] for name in ("a", "b")}
+    timings = h.measure_side_by_side(fns, repeat=7, budget=60.0, warmup=0, burst=3)
+    for t in timings.values():
+        assert [len(b) for b in t.bursts] == [3, 3, 1] and t.calls == 7
+        assert t.median == pytest.approx(np.median([s for b in t.bursts for s in b]))
+
+
+def test_side_by_side_runs_three_rounds_and_single_calls_past_the_budget():
+    fns = {name: _counter(0.002)[0] for name in ("a", "b")}
+    timings = h.measure_side_by_side(fns, repeat=100, budget=0.0, warmup=0, burst=5)
+    for t in timings.values():
+        assert [len(b) for b in t.bursts] == [1, 1, 1]  # the budget was spent before the first round
+
+
+def test_burst_size_leaves_several_rounds():
+    assert [h.burst_size(r) for r in (1, 5, 10, 30, 100)] == [1, 1, 2, 3, 3]
+
+
+# --- speedups and verdicts -------------------------------------------------------------------------------
+
+
+def test_verdict_reads_the_interval():
+    assert h.verdict(1.01, 1.5) == "faster"
+    assert h.verdict(0.5, 0.99) == "slower"
+    assert h.verdict(0.9, 1.1) == h.verdict(1.0, 1.2) == h.verdict(None, None) == "tie"
+
+
+def _timing(seconds, rounds: int = 10, burst: int = 3, noise: float = 0.05, slow=None, seed: int = 0):
+    """A synthetic Timing: calls of `seconds` with relative noise, each round scaled by slow[i] (a slow spell
+    of the machine, shared by everything timed in that round)."""
+    rng = np.random.default_rng(seed)
+    slow = np.ones(rounds) if slow is None else slow
+    bursts = tuple(tuple(seconds * slow[i] * (1 + noise * rng.standard_normal(burst))) for i in range(rounds))
+    calls = [s for b in bursts for s in b]
+    return h.Timing(float(np.median(calls)), min(calls), len(calls), bursts)
+
+
+def test_speedup_clearly_faster():
+    own, other = _timing(1e-3, seed=1), _timing(2e-3, seed=2)
+    s = h.speedup(own, other)
+    assert s.ratio == pytest.approx(other.median / own.median) and s.ratio == pytest.approx(2, rel=0.1)
+    assert 1 < s.low <= s.ratio <= s.high and s.verdict == "faster"
+
+
+def test_speedup_clearly_slower():
+    s = h.speedup(_timing(2e-3, seed=1), _timing(1e-3, seed=2))
+    assert s.low <= s.ratio <= s.high < 1 and s.verdict == "slower"
+
+
+def test_speedup_overlapping_is_a_tie():
+    s = h.speedup(_timing(1e-3, seed=1), _timing(1e-3, seed=2))
+    assert s.low < 1 < s.high and s.verdict == "tie"
+
+
+def test_speedup_pairs_the_rounds():
+    """10% faster in every round, while slow spells triple whole rounds: pairing sees through the spells."""
+    slow = np.where(np.arange(10) % 2, 3.0, 1.0)
+    own, other = _timing(1e-3, noise=0.01, slow=slow, seed=1), _timing(1.1e-3, noise=0.01, slow=slow, seed=2)
+    s = h.speedup(own, other)
+    assert 1 < s.low and s.high < 1.2 and s.verdict == "faster"
+
+
+def test_speedup_without_rounds_to_resample_is_a_tie():
+    s = h.speedup(_timing(1e-3, rounds=1), _timing(3e-3, rounds=1))
+    assert s.ratio == pytest.approx(3, rel=0.2) and (s.low, s.high, s.verdict) == (None, None, "tie")
+    with pytest.raises(ValueError, match="paired"):
+        h.speedup(_timing(1e-3, rounds=3), _timing(1e-3, rounds=4))
+
+
+def test_speedup_interval_is_repeatable():
+    own, other = _timing(1e-3, seed=1), _timing(1.02e-3, seed=2)
+    assert h.speedup(own, other) == h.speedup(own, other)
+
+
+# --- the JAX backend -------------------------------------------------------------------------------------
+
+_JAX = importlib.util.find_spec("jax") is not None
+needs_jax = pytest.mark.skipif(not _JAX, reason='JAX is not installed (pip install -e ".[jax]")')
+# one tiny case per norm; every affine variant in float64, gamma and beta in float32
+_TINY = {c.norm: c for c in reversed(CUDA_TINY)}
+_JAX_RUNS = [
+    pytest.param(_TINY[norm], np.float64, affine, id=f"{_TINY[norm].id}-float64-{affine}")
+    for norm in NORMS
+    for affine in NORMS[norm].affine_variants
+] + [pytest.param(_TINY[norm], np.float32, "gamma_beta", id=f"{_TINY[norm].id}-float32") for norm in NORMS]
+
+
+@needs_jax
+@pytest.mark.parametrize(("case", "dtype", "affine"), _JAX_RUNS)
+def test_jax_backend_matches_the_staged_graph(case, dtype, affine):
+    """The jax-cpu backend's forward and backward (what the benchmarks time) against the float64 staged graph,
+    within the kernel tolerance; x's dtype kept (float32 stays float32 with x64 enabled)."""
+    inputs = case.inputs(dtype, affine)
+    fns = h.calls(case, "jax-cpu", dtype, affine)
+    y = fns["forward"]()
+    dx, dparams = fns["backward"]()
+    as64 = [None if a is None else np.asarray(a, dtype=np.float64) for a in inputs.values()]
+    ref_y, cache = case.staged_forward(inputs.x.astype(np.float64), *as64)
+    ref = staged.backward(inputs.dy.astype(np.float64), cache)
+    tol = compare.kernel_tolerance(dtype)
+    got = {"y": y, "dx": dx, **{f"d{name}": g for name, g in dparams.items()}}
+    assert set(got) == {"y", *NORMS[case.norm].gradients}
+    for name, value in got.items():
+        if name[1:] in inputs.params and inputs.params[name[1:]] is None:
+            assert value is None, f"{name}: JAX differentiates only the parameters given, as PyTorch's backward"
+            continue
+        want = ref_y if name == "y" else ref[name]
+        assert value.dtype == dtype and value.shape == np.shape(want), f"{name}: {value.dtype} {value.shape}"
+        compare.assert_close(np.asarray(value), want, tol, what=f"{case.id} jax-cpu {name}")
+
+
+def test_jax_backend_unavailable_says_why(monkeypatch):
+    monkeypatch.setattr(h, "_jax", lambda: None)
+    assert "JAX is not installed" in h.unavailable("jax-cpu")
+    assert h.unavailable("cpu") is None
+
+
+@needs_jax
+def test_same_threads_sizes_xla_s_pool_as_numba_s():
+    """XLA's CPU compute pool gets Numba's thread count when same_threads runs before JAX starts."""
+    code = (
+        "import os, collections; from benchmarks import harness as h; h.same_threads(); jax = h._jax(); "
+        "jax.block_until_ready(jax.numpy.ones((512, 512)) @ jax.numpy.ones((512, 512))); "
+        "names = collections.Counter(open(f'/proc/self/task/{t}/comm').read().strip() "
+        "for t in os.listdir('/proc/self/task')); "
+        "print(h.jax_threads(), sum(n for name, n in names.items() if 'XLAEigen' in name))"
+    )
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc to count threads in")
+    out = _run("-c", code, env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-4000:]
+    reported, pool = map(int, out.stdout.split()[-2:])
+    if pool == 0:
+        pytest.skip("XLA's compute threads are not named as this test expects")
+    assert reported == pool == 1
 
 
 _PLOT = importlib.util.find_spec("matplotlib") is not None

@@ -34,3 +34,40 @@ def test_benchmarks_cli_prints_both_passes_of_every_op(capsys):
     rows = {tuple(line.split()[::2][:2]) for line in capsys.readouterr().out.splitlines() if "normkernels cpu" in line}
     ops = tuple(NORMS)  # every norm of the registry has benchmark sizes (verify.cases.SIZES)
     assert rows == {(op, direction) for op in ops for direction in ("forward", "backward")}
+
+
+def test_verify_cli_says_when_the_gpu_half_did_not_run(capsys):
+    """Without a GPU the default run is the CPU's alone, and the last line says so and how to check the CUDA
+    kernels anyway (the simulator, or the prepared GPU run)."""
+    from normkernels import _backends
+
+    assert verify_main(["--quick", "--ops", "layer_norm", "--dtypes", "float32"]) == 0
+    out = capsys.readouterr().out
+    if _backends.cuda_mode() == "gpu":
+        assert "no GPU here" not in out
+    else:
+        assert out.rstrip().endswith("runs the GPU half (tests, verify, benchmarks)."), out[-400:]
+        assert "python -m verify --backends cuda" in out and "benchmarks/gpu_run.sh" in out
+
+
+def test_the_gpu_run_script_fails_fast_and_says_why_without_a_gpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from normkernels import _backends
+
+    if _backends.cuda_mode() == "gpu":
+        pytest.skip("a GPU is here: the script would run for minutes")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_run.sh"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 2, done
+    assert "gpu_run: nothing run:" in done.stderr and "python -m verify --backends cuda" in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -37,6 +37,11 @@ from .norms import NORMS
 from .report import Progress
 
 DTYPES = ("float32", "float64")
+GPU_SKIPPED = (
+    "no GPU here: the cuda backend was not run. Check the CUDA kernels in Numba's simulator (tiny shapes) with "
+    "`python -m verify --backends cuda`; on a machine with an NVIDIA GPU, `bash benchmarks/gpu_run.sh` runs the GPU "
+    "half (tests, verify, benchmarks)."
+)
 # every tensor a check compares, in the order the registry's norms name them
 TENSORS = tuple(dict.fromkeys(t for norm in NORMS.values() for t in norm.tensors))
 
@@ -173,6 +178,8 @@ def main(argv=None) -> int:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
     status = 1 if failed else 0
+    if state != "gpu" and "cuda" not in (args.backends or []) and not simulate_elsewhere and not simulated:
+        print(f"\n{GPU_SKIPPED}")
     if simulate_elsewhere:
         print("\nno GPU here: the cuda backend runs in the CUDA simulator, on tiny shapes\n")
         status = max(status, 1 if _in_simulator(args) else 0)
