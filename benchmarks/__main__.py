@@ -1,13 +1,17 @@
 """python -m benchmarks: every op, forward and backward, on every backend available here, in one table.
 
 Backends: the staged NumPy graph (verify.staged), normkernels cpu, normkernels cuda (with a GPU), PyTorch CPU
-and CUDA (when installed). For each: median and min time, GB/s from the minimum-bytes model (median time),
+and CUDA (when installed), JAX CPU (when installed: the jitted closed-form forward, and its jax.vjp pullback
+jitted as the backward). For each: median and min time, GB/s from the minimum-bytes model (median time),
 that bandwidth as a percentage of a copy of the same size measured on the same device in this run, the
-speedup over the staged NumPy graph and the speedup over PyTorch on the same device (above 1: faster).
-The backends of one case are timed side by side, one call of each per round, so a slow spell of the machine
-falls on all of them. Inputs are float32 unless --dtype says otherwise, and already on their device. Compile
-time is excluded from the table and reported on its own: the first call in a fresh process with an empty
-Numba cache (compile) and with the cache filled (cached load).
+speedup over the staged NumPy graph, over PyTorch on the same device, and over the fastest peer library on
+the same device in that cell (PyTorch CPU or JAX CPU; PyTorch CUDA), the last with a 95% bootstrap interval
+and a verdict: faster (the interval above 1), slower (below 1) or tie. The backends of one case are timed
+side by side, a burst of calls of each per round, so a slow spell of the machine falls on all of them, and
+the interval resamples the rounds, each backend's burst paired with the peer's of the same round. Inputs are
+float32 unless --dtype says otherwise, and already on their device. Compile time is excluded from the table
+and reported on its own: the first call in a fresh process with an empty Numba cache (compile) and with the
+cache filled (cached load).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def machine(backends) -> dict:
     torch = h._torch()
     if torch is not None:
         info.update({"torch": torch.__version__, "torch threads": torch.get_num_threads()})
+    if "jax-cpu" in backends:
+        info.update({"jax": h._jax().__version__, "jax threads": h.jax_threads()})
     if any(h.DEVICE[b] == "gpu" for b in backends):
         from numba import cuda
 
@@ -93,6 +99,7 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
     copies: dict[tuple, tuple] = {}  # (device, bytes) -> (GB/s, how)
     results = []
     progress = Progress(len(cases) * len(backends))
+    burst = h.burst_size(repeat)
     for case in cases:
         nbytes = int(np.prod(case.shape)) * np.dtype(dtype).itemsize
         rows = {}
@@ -105,7 +112,9 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
             for direction, fn in h.calls(case, backend, dtype).items():
                 fns[direction, backend] = fn
         for direction in h.DIRECTIONS:  # the backends side by side
-            timings = h.measure_side_by_side({b: fns[direction, b] for b in backends}, repeat=repeat, budget=budget)
+            timings = h.measure_side_by_side(
+                {b: fns[direction, b] for b in backends}, repeat=repeat, budget=budget, burst=burst
+            )
             moved = h.model_bytes(case, direction, dtype)
             for backend, t in timings.items():
                 device = h.DEVICE[backend]
@@ -125,6 +134,8 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
                     gbps=gbps,
                     copy_gbps=copies[device, nbytes][0],
                     pct_copy=100 * gbps / copies[device, nbytes][0],
+                    **against_best_peer(backend, timings),
+                    bursts_ms=[[s * 1e3 for s in b] for b in t.bursts],
                 )
         del fns  # the staged graph's float64 caches can be GBs: free them before the next case's inputs
         for (direction, backend), row in rows.items():
@@ -138,14 +149,41 @@ def run(cases, backends, dtype, repeat: int, budget: float) -> tuple[list[dict],
     return results, copy_rows
 
 
+def against_best_peer(backend: str, timings: dict) -> dict:
+    """The row's fields against the fastest peer library timed in the same cell on the backend's device
+    (h.PEERS): which one, the speedup over it (its median over this backend's), the 95% interval of that
+    speedup from the paired bursts and the verdict. The fastest peer's own row has the ratio 1 and neither
+    interval nor verdict; a device with no peer timed has none of them."""
+    peers = [b for b in h.PEERS.get(h.DEVICE[backend], ()) if b in timings]
+    if not peers:
+        return dict(best_peer=None, speedup_vs_best_peer=None, ci95_vs_best_peer=None, verdict=None)
+    best = min(peers, key=lambda b: timings[b].median)
+    if best == backend:
+        return dict(best_peer=best, speedup_vs_best_peer=1.0, ci95_vs_best_peer=None, verdict=None)
+    s = h.speedup(timings[backend], timings[best])
+    ci = [s.low, s.high] if s.low is not None else None
+    return dict(best_peer=best, speedup_vs_best_peer=s.ratio, ci95_vs_best_peer=ci, verdict=s.verdict)
+
+
 def _ratio(v) -> str:
     return f"{v:.2f}x" if v is not None else "-"
+
+
+def _interval(r: dict) -> str:
+    ci = r.get("ci95_vs_best_peer")
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
+
+
+def _verdict(r: dict) -> str:
+    if r.get("best_peer") == r["backend"]:
+        return "best peer"
+    return r.get("verdict") or "-"
 
 
 def table(results: list[dict]) -> str:
     header = (
         f"{'op':<15} {'shape':<16} {'pass':<8} {'backend':<17} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
-        f"{'% copy':>7} {'x NumPy':>8} {'x PyTorch':>9}"
+        f"{'% copy':>7} {'x NumPy':>8} {'x PyTorch':>9} {'x best peer':>11} {'95% CI':>14} verdict"
     )
     lines = [header, "-" * len(header)]
     previous = None
@@ -157,7 +195,8 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"{r['op']:<15} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} {h.LABELS[r['backend']]:<17} "
             f"{r['median_ms']:>10.3f} {r['min_ms']:>9.3f} {r['gbps']:>7.1f} {r['pct_copy']:>6.0f}% "
-            f"{_ratio(r['speedup_vs_numpy']):>8} {_ratio(r['speedup_vs_torch']):>9}"
+            f"{_ratio(r['speedup_vs_numpy']):>8} {_ratio(r['speedup_vs_torch']):>9} "
+            f"{_ratio(r.get('speedup_vs_best_peer')):>11} {_interval(r):>14} {_verdict(r)}"
         )
     return "\n".join(lines)
 
@@ -179,9 +218,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--repeat", type=int, help="timed calls per cell (default 30, or 5 with --quick)")
     parser.add_argument(
-        "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 3 calls)"
+        "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 3 rounds)"
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for Numba and PyTorch alike (default: Numba's)")
+    parser.add_argument("--threads", type=int, help="CPU threads for Numba, PyTorch and XLA alike (default: Numba's)")
     parser.add_argument("--quick", action="store_true", help="5 timed calls per cell, no first-call timing")
     parser.add_argument("--no-first-call", action="store_true", help="skip the compile and cached-load timing")
     parser.add_argument("--json", metavar="PATH", help="write the machine, every cell and the copies as JSON")
@@ -210,7 +249,10 @@ def main(argv=None) -> int:
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     print(
         f"{args.dtype}; median and min of up to {repeat} calls (at most {args.budget:g} s of calls per cell); "
-        "GB/s from the median; x NumPy and x PyTorch are speedups (median over median, same device)\n"
+        "GB/s from the median; x NumPy, x PyTorch and x best peer are speedups (median over median, same "
+        "device; best peer: the fastest peer library timed in the cell, PyTorch or JAX), the last with its 95% "
+        "bootstrap interval over the paired bursts and a verdict (faster or slower: the whole interval above or "
+        "below 1)\n"
     )
     results, copies = run(cases, backends, np.dtype(args.dtype), repeat, args.budget)
     print(table(results))

@@ -237,6 +237,9 @@ def test_cli_json_is_consistent(cli):
         assert r["copy_gbps"] == copies["cpu", nbytes]
         assert r["pct_copy"] == pytest.approx(100 * r["gbps"] / r["copy_gbps"])
         assert r["speedup_vs_torch"] is None  # PyTorch was not asked for
+        assert r["best_peer"] is r["speedup_vs_best_peer"] is r["ci95_vs_best_peer"] is r["verdict"] is None
+        calls = [s for b in r["bursts_ms"] for s in b]
+        assert len(calls) == r["calls"] and r["median_ms"] == pytest.approx(np.median(calls))
     for d in h.DIRECTIONS:
         assert rows[d, "numpy"]["speedup_vs_numpy"] == pytest.approx(1)
         numpy_ms, cpu_ms = rows[d, "numpy"]["median_ms"], rows[d, "cpu"]["median_ms"]
@@ -246,7 +249,8 @@ def test_cli_json_is_consistent(cli):
 def test_cli_prints_the_table(cli):
     out, _, _ = cli
     header = next(line for line in out.stdout.splitlines() if line.startswith("op "))
-    for column in ("shape", "pass", "backend", "median ms", "min ms", "GB/s", "% copy", "x NumPy", "x PyTorch"):
+    columns = ("shape", "pass", "backend", "median ms", "min ms", "GB/s", "% copy", "x NumPy", "x PyTorch")
+    for column in (*columns, "x best peer", "95% CI", "verdict"):
         assert column in header
     assert "staged NumPy" in out.stdout and "normkernels cpu" in out.stdout
     assert "copy bandwidth" in out.stdout
@@ -256,6 +260,45 @@ def test_cli_writes_the_plot(cli):
     pytest.importorskip("matplotlib")
     _, _, png = cli
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_jax
+def test_cli_times_jax_quick(tmp_path):
+    """--backends jax-cpu in --quick mode on a small case, beside normkernels cpu: JAX CPU is the cell's only
+    peer, so cpu's rows carry the speedup over it with an interval and a verdict."""
+    if IN_SIMULATOR:
+        pytest.skip("benchmarks do not run under the CUDA simulator")
+    args = ["--sizes", "small", "--ops", "layer_norm", "--backends", "jax-cpu", "cpu", "--quick"]
+    out = _run("-m", "benchmarks", *args, "--json", str(tmp_path / "bench.json"))
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["machine"]["jax threads"] == report["machine"]["numba threads"]
+    rows = {(r["direction"], r["backend"]): r for r in report["results"]}
+    assert set(rows) == {(d, b) for d in h.DIRECTIONS for b in ("jax-cpu", "cpu")}
+    for d in h.DIRECTIONS:
+        jax_row, cpu_row = rows[d, "jax-cpu"], rows[d, "cpu"]
+        assert jax_row["calls"] == cpu_row["calls"] == 5 and len(jax_row["bursts_ms"]) == len(cpu_row["bursts_ms"])
+        assert (jax_row["best_peer"], jax_row["speedup_vs_best_peer"], jax_row["verdict"]) == ("jax-cpu", 1.0, None)
+        assert cpu_row["best_peer"] == "jax-cpu"
+        assert cpu_row["speedup_vs_best_peer"] == pytest.approx(jax_row["median_ms"] / cpu_row["median_ms"])
+        low, high = cpu_row["ci95_vs_best_peer"]
+        assert 0 < low <= high and cpu_row["verdict"] == h.verdict(low, high)
+    assert "JAX CPU" in out.stdout and "best peer" in out.stdout
+
+
+def test_cli_skips_jax_where_it_is_missing(tmp_path):
+    """Without JAX, --backends jax-cpu is left out with a note and the other backends still run."""
+    if IN_SIMULATOR:
+        pytest.skip("benchmarks do not run under the CUDA simulator")
+    shadow = tmp_path / "jax"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text('raise ImportError("no jax here")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    args = ["--sizes", "small", "--ops", "layer_norm", "--backends", "cpu", "jax-cpu", "--quick"]
+    out = _run("-m", "benchmarks", *args, env=env)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "JAX CPU skipped: JAX is not installed" in out.stderr
+    assert "normkernels cpu" in out.stdout and "JAX CPU" not in out.stdout
 
 
 def test_cli_refuses_the_simulator():
