@@ -141,8 +141,8 @@ def test_speedup_interval_is_repeatable():
 
 # --- the JAX backend -------------------------------------------------------------------------------------
 
-_JAX = importlib.util.find_spec("jax") is not None
-needs_jax = pytest.mark.skipif(not _JAX, reason='JAX is not installed (pip install -e ".[jax]")')
+_NO_JAX = h.unavailable("jax-cpu")
+needs_jax = pytest.mark.skipif(_NO_JAX is not None, reason=_NO_JAX or "")
 # one tiny case per norm; every affine variant in float64, gamma and beta in float32
 _TINY = {c.norm: c for c in reversed(CUDA_TINY)}
 _JAX_RUNS = [
