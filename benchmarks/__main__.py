@@ -35,6 +35,11 @@ from verify.report import Progress
 from . import harness as h
 
 _ROOT = Path(__file__).resolve().parent.parent
+GPU_SKIPPED = (
+    "no GPU here: the cuda backend (and PyTorch CUDA) were not timed. Check the CUDA kernels in Numba's simulator "
+    "with `python -m verify --backends cuda`; on a machine with an NVIDIA GPU, `bash benchmarks/gpu_run.sh` times "
+    "them."
+)
 
 # A fresh process: import normkernels, then the first forward + backward of each small case.
 _FIRST_CALLS = r"""
@@ -274,6 +279,8 @@ def main(argv=None) -> int:
     if args.plot:
         plot.save(results, copies, args.plot, title=info.get("cpu", ""))
         print(f"\nplot written to {args.plot}")
+    if "cuda" in requested and skipped["cuda"]:  # the half of "CPU against GPU" that did not run, in one line
+        print(f"\n{GPU_SKIPPED}")
     return 0
 
 

@@ -71,3 +71,14 @@ def test_the_gpu_run_script_fails_fast_and_says_why_without_a_gpu(tmp_path):
     assert done.returncode == 2, done
     assert "gpu_run: nothing run:" in done.stderr and "python -m verify --backends cuda" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_benchmarks_cli_says_when_the_gpu_half_did_not_run(capsys):
+    from benchmarks import harness
+
+    assert benchmarks_main(["--quick", "--repeat", "1", "--sizes", "small", "--ops", "layer_norm"]) == 0
+    out = capsys.readouterr().out
+    if harness.unavailable("cuda"):
+        assert out.rstrip().endswith("`bash benchmarks/gpu_run.sh` times them."), out[-400:]
+    else:
+        assert "no GPU here" not in out
