@@ -98,20 +98,25 @@ def batch_norm_elemt(
     beta: np.ndarray | None = None,
     *,
     backend: str = "cpu",
+    out: np.ndarray | None = None,
 ):
     """y = (x - mean) * rstd * gamma + beta per channel, in x's dtype (x's shape).
 
     mean, rstd: (C,), e.g. from ``batch_norm_gather_stats``, float64 (on the host any float dtype is widened;
-    device arrays must be float64). gamma, beta: (C,) or None.
+    device arrays must be float64). gamma, beta: (C,) or None. out: an array for y, as batch_norm_forward's.
     """
     op = "batch_norm_elemt"
     ops = _backends.select(backend, op=op)
+    given = dict(x=x, mean=mean, rstd=rstd, gamma=gamma, beta=beta)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     c = x.shape[1]
     mean = _statistic("mean", mean, c, x, op=op)
     rstd = _statistic("rstd", rstd, c, x, op=op)
     g, b = _checks.affine(gamma, beta, (c,), x, op=op)
-    return ops.channels_elemt(_view(x), mean, rstd, g, b).reshape(x.shape)
+    target = _checks.out_array(out, x, inputs=given, op=op)
+    x3 = _view(x)
+    y = ops.channels_elemt(x3, mean, rstd, g, b, out=None if target is None else target.reshape(x3.shape))
+    return y.reshape(x.shape) if out is None else out
 
 
 def batch_norm_backward_reduce(dy: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray, *, backend="cpu"):
@@ -144,6 +149,7 @@ def batch_norm_backward_elemt(
     count,
     *,
     backend: str = "cpu",
+    out: np.ndarray | None = None,
 ):
     """dx of training mode from the sums over the whole batch, in x's dtype (x's shape).
 
@@ -152,9 +158,12 @@ def batch_norm_backward_elemt(
     rstd:
 
         dx = rstd * gamma * (dy - sum_dy / M - xhat * rstd * sum_dy_xmu / M)
+
+    out: an array for dx, as batch_norm_backward's.
     """
     op = "batch_norm_backward_elemt"
     ops = _backends.select(backend, op=op)
+    given = dict(x=x, dy=dy, mean=mean, rstd=rstd, gamma=gamma, sum_dy=sum_dy, sum_dy_xmu=sum_dy_xmu)
     x = _checks.input_array(x, min_ndim=2, op=op, backend=backend)
     c = x.shape[1]
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)
@@ -168,8 +177,11 @@ def batch_norm_backward_elemt(
     count = _count(count, at_least=local, op=op)
     if local and count < 2:
         raise ValueError(f"{op}: Expected more than 1 value per channel when training, got count={count}")
-    dx = ops.channels_backward_elemt(dy.reshape(x3.shape), x3, mean, rstd, g, sum_dy, sum_dy_xmu, float(count))
-    return dx.reshape(x.shape)
+    target = _checks.out_array(out, x, inputs=given, op=op)
+    target = None if target is None else target.reshape(x3.shape)
+    dy3 = dy.reshape(x3.shape)
+    dx = ops.channels_backward_elemt(dy3, x3, mean, rstd, g, sum_dy, sum_dy_xmu, float(count), out=target)
+    return dx.reshape(x.shape) if out is None else out
 
 
 def batch_norm_population_stats(batches: Iterable, *, backend: str = "cpu"):

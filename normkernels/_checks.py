@@ -205,3 +205,36 @@ def running_pair(running_mean, running_var, channels: int, like, training: bool,
     return running("running_mean", running_mean, channels, like, op=op), running(
         "running_var", running_var, channels, like, op=op
     )
+
+
+def out_array(out, like, *, inputs: dict, op: str):
+    """out=: the preallocated x-shaped result (y or dx), written in place and returned. None, or an array of x's
+    kind (NumPy with a NumPy x, a GPU array with a GPU x), x's shape and dtype, C-contiguous, writable, and sharing
+    no memory with any input (inputs: name -> the array as the caller gave it, None for none). Returns out ready
+    for the kernels (a GPU array adopted without a copy), or None."""
+    if out is None:
+        return None
+    if _device.is_device_array(like):
+        if not _device.is_device_array(out):
+            raise TypeError(f"{op}: x is a GPU array, so out must be one too, got {type(out).__name__}")
+        adopted = _device.as_device(out)
+    elif not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: expected out to be a numpy.ndarray, got {type(out).__name__}")
+    else:
+        adopted = out
+    if adopted.dtype != like.dtype:
+        raise TypeError(f"{op}: expected out to have x's dtype {like.dtype}, got {adopted.dtype}")
+    if tuple(adopted.shape) != tuple(like.shape):
+        raise ValueError(f"{op}: expected out of x's shape {tuple(like.shape)}, got {tuple(adopted.shape)}")
+    contiguous = adopted.flags.c_contiguous if isinstance(adopted, np.ndarray) else adopted.is_c_contiguous()
+    if not contiguous:
+        raise ValueError(f"{op}: expected a C-contiguous out, got strides {adopted.strides}")
+    if isinstance(adopted, np.ndarray) and not adopted.flags.writeable:
+        raise ValueError(f"{op}: expected out to be writable, got a read-only array")
+    for name, a in inputs.items():
+        if a is not None and hasattr(a, "shape") and _device.may_overlap(out, a):
+            raise ValueError(
+                f"{op}: out shares memory with {name}: pass a separate array (the kernels read {name} "
+                "while they write out)"
+            )
+    return adopted

@@ -46,3 +46,38 @@ def host(a):
     if isinstance(a, np.ndarray):
         return a
     return as_device(a).copy_to_host()
+
+
+def _extent(a):
+    """(first byte address, one past the last) of the memory a array spans, or None when unknown."""
+    if type(a).__name__ == "FakeCUDAArray":  # the simulator's device arrays wrap a NumPy array
+        a = a._ary
+    import numpy as np
+
+    if isinstance(a, np.ndarray):
+        lo, hi = np.byte_bounds(a) if hasattr(np, "byte_bounds") else np.lib.array_utils.byte_bounds(a)
+        return lo, hi
+    iface = getattr(a, "__cuda_array_interface__", None)
+    if iface is None:
+        return None
+    start = iface["data"][0]
+    shape, strides = iface["shape"], iface.get("strides")
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    if not all(shape):
+        return start, start
+    if strides is None:  # C-contiguous
+        size = itemsize
+        for d in shape:
+            size *= d
+        return start, start + size
+    lo = start + sum(min(0, (d - 1) * s) for d, s in zip(shape, strides, strict=True))
+    hi = start + sum(max(0, (d - 1) * s) for d, s in zip(shape, strides, strict=True)) + itemsize
+    return lo, hi
+
+
+def may_overlap(a, b) -> bool:
+    """Whether the memory of arrays a and b (host, or device, alike) may overlap: their byte ranges intersect."""
+    ea, eb = _extent(a), _extent(b)
+    if ea is None or eb is None or ea[0] == ea[1] or eb[0] == eb[1]:
+        return False
+    return ea[0] < eb[1] and eb[0] < ea[1]

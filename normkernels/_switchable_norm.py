@@ -90,6 +90,7 @@ def switchable_norm_forward(
     running_var: np.ndarray | None = None,
     momentum: float = 0.1,
     backend: str = "cpu",
+    out: np.ndarray | None = None,
 ):
     """Switchable Normalization of x: (N, C, *spatial) with more than one spatial element.
 
@@ -98,21 +99,26 @@ def switchable_norm_forward(
     Returns y (x.shape) and a ``SwitchableStats``. In training the batch statistics are the batch's and
     running_mean/running_var, when given, are updated in place as batch_norm_forward updates them
     (``running = (1 - momentum) * running + momentum * batch_stat``, the unbiased batch variance); with
-    ``training=False`` the running statistics, as stored, replace the batch statistics.
+    ``training=False`` the running statistics, as stored, replace the batch statistics. out: an array for y, as
+    batch_norm_forward's.
     """
     op = "switchable_norm_forward"
     ops = _backends.select(backend, op=op)
+    x_in = x
     x, training, g, b, mw, vw = _prepare(op, x, backend, gamma, beta, mean_weight, var_weight, training)
     eps = _checks.eps(eps, op=op)
     momentum = _checks.real("momentum", momentum, op=op)
     n, c = x.shape[:2]
     running_mean, running_var = _checks.running_pair(running_mean, running_var, c, x, training, op=op)
+    given = dict(x=x_in, gamma=gamma, beta=beta, mean_weight=mean_weight, var_weight=var_weight)
+    target = _checks.out_array(out, x, inputs=dict(given, running_mean=running_mean, running_var=running_var), op=op)
     x3 = _view(x)
     count = n * x3.shape[2]  # 0 or at least 2: _prepare required more than one spatial element
     if training and count == 0:  # an empty batch leaves the running statistics alone, as batch norm does
         running_mean = running_var = None
-    y, stats = ops.switchable_forward(x3, g, b, mw, vw, eps, training, running_mean, running_var, momentum)
-    return y.reshape(x.shape), SwitchableStats(*stats)
+    target = None if target is None else target.reshape(x3.shape)
+    y, stats = ops.switchable_forward(x3, g, b, mw, vw, eps, training, running_mean, running_var, momentum, out=target)
+    return (y.reshape(x.shape) if out is None else out), SwitchableStats(*stats)
 
 
 def _checked_stats(stats, x, *, op: str) -> SwitchableStats:
@@ -141,18 +147,24 @@ def switchable_norm_backward(
     *,
     training: bool = True,
     backend: str = "cpu",
+    out: np.ndarray | None = None,
 ):
     """Gradients of switchable_norm_forward, given the stats it returned and the same training flag.
 
     Returns dx (x.shape), dgamma and dbeta (C,) (None for both when gamma is None), dmean_weight and
     dvar_weight (3,). With ``training=False`` the batch statistics (the running ones) are constants: no
-    gradient reaches x through them, though the weight gradients still see their values.
+    gradient reaches x through them, though the weight gradients still see their values. out: an array for dx,
+    as batch_norm_backward's.
     """
     op = "switchable_norm_backward"
     ops = _backends.select(backend, op=op)
+    given = dict(x=x, dy=dy, gamma=gamma, mean_weight=mean_weight, var_weight=var_weight)
+    if isinstance(stats, tuple):  # the statistics as given (checked below)
+        given.update({f"stats.{k}": v for k, v in zip(SwitchableStats._fields, stats, strict=False)})
     x, training, g, _, mw, vw = _prepare(op, x, backend, gamma, None, mean_weight, var_weight, training)
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)
     stats = _checked_stats(stats, x, op=op)
+    target = _checks.out_array(out, x, inputs=given, op=op)
     x3 = _view(x)
     if x.size == 0:  # no values: dx is empty and every gradient a sum of nothing
         device = _device.is_device_array(x)
@@ -160,6 +172,8 @@ def switchable_norm_backward(
         dgamma = dbeta = None
         if gamma is not None:
             dgamma, dbeta = (_device.full(x.shape[1], 0.0, x.dtype, device=device) for _ in range(2))
-        return _device.empty(x.shape, x.dtype, device=device), dgamma, dbeta, dmw, dvw
-    dx, dgamma, dbeta, dmw, dvw = ops.switchable_backward(dy.reshape(x3.shape), x3, g, mw, vw, stats[:8], training)
-    return dx.reshape(x.shape), dgamma, dbeta, dmw, dvw
+        return (_device.empty(x.shape, x.dtype, device=device) if out is None else out), dgamma, dbeta, dmw, dvw
+    target = None if target is None else target.reshape(x3.shape)
+    dy3 = dy.reshape(x3.shape)
+    dx, dgamma, dbeta, dmw, dvw = ops.switchable_backward(dy3, x3, g, mw, vw, stats[:8], training, out=target)
+    return (dx.reshape(x.shape) if out is None else out), dgamma, dbeta, dmw, dvw

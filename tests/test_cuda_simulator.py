@@ -27,6 +27,7 @@ SIMULATED_TESTS = (
     "tests/test_switchable_norm.py",
     "tests/test_rms_norm.py",
     "tests/test_batch_norm_split.py",
+    "tests/test_out.py",
 )
 # started by conftest when collection finishes, so they run beside the rest of the suite (tests/background.py)
 BACKGROUND = {

@@ -5,7 +5,9 @@ Every function takes the flat or viewed arrays the front ends prepared (``normke
 gamma and beta flat (empty for none), already validated and in x's dtype. It allocates the outputs, picks the
 fixed block sizes that make the results independent of the thread count, and calls the ``@njit`` kernels of
 ``rows``, ``channels`` and ``switchable``.
-Statistics and per-row or per-channel coefficients are float64; results come back in x's dtype.
+Statistics and per-row or per-channel coefficients are float64; results come back in x's dtype. Every entry
+that returns an x-shaped result (y or dx) takes ``out``: that array, of the viewed shape, written in place
+instead of a new one (the front ends checked it).
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ def _channel_block(n: int, c: int, s: int) -> int:
     return max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
-def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True):
+def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True, out=None):
     """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
-    centered False (RMSNorm): nothing subtracted, mean is 0."""
-    y = np.empty_like(x2)
+    centered False (RMSNorm): nothing subtracted, mean is 0. out: y's array (R, K), or None for a new one."""
+    y = np.empty_like(x2) if out is None else out
     mean = np.empty(x2.shape[0])
     rstd = np.empty(x2.shape[0])
     with launch_guard():
@@ -43,7 +45,7 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered:
     return y, mean.astype(x2.dtype), rstd.astype(x2.dtype)
 
 
-def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True):
+def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True, out=None):
     """Returns dx (R, K) and, with gamma, dgamma and dbeta (A,) in x's dtype (else None)."""
     n_rows = x2.shape[0]
     width = gamma.size  # partial sums per block: one per affine element, none without gamma
@@ -53,7 +55,7 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered:
     blocks = -(-n_rows // block)
     dgamma_part = np.zeros((blocks, width))
     dbeta_part = np.zeros((blocks, width))
-    dx = np.empty_like(x2)
+    dx = np.empty_like(x2) if out is None else out
     with launch_guard():
         rows.rows_backward(dy2, x2, gamma, mean, rstd, groups, inner, centered, block, dx, dgamma_part, dbeta_part)
     if not width:
@@ -66,7 +68,7 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered:
     return dx, *sums
 
 
-def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float):
+def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float, out=None):
     """x3: (N, C, S). Returns y (N, C, S), mean and rstd (C,); updates the running statistics in place."""
     n, c, s = x3.shape
     has_running = running_mean is not None
@@ -82,12 +84,12 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
             )
         else:
             channels.channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale, shift)
-        y = np.empty_like(x3)
+        y = np.empty_like(x3) if out is None else out
         channels.channels_normalize(x3, mean, scale, shift, y)
     return y, mean.astype(x3.dtype), rstd.astype(x3.dtype)
 
 
-def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
+def channels_backward(dy3, x3, gamma, mean, rstd, training: bool, out=None):
     """Returns dx (N, C, S) and, with gamma, dgamma and dbeta (C,) in x's dtype (else None)."""
     n, c, s = x3.shape
     mean = mean.astype(np.float64)
@@ -98,7 +100,7 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
             channels.channels_backward_sums(dy3, x3, mean, _channel_block(n, c, s), sdy, sdyxmu)
         dgamma, p, q, r = (np.empty(c) for _ in range(4))
         channels.channels_backward_coefficients(sdy, sdyxmu, rstd, gamma, training, float(n * s), dgamma, p, q, r)
-        dx = np.empty_like(x3)
+        dx = np.empty_like(x3) if out is None else out
         channels.channels_backward_dx(dy3, x3, mean, p, q, r, dx)
     if not gamma.size:
         return dx, None, None
@@ -145,12 +147,12 @@ def channels_gather(counts, means, m2s, eps: float, running_mean, running_var, m
     return mean, rstd
 
 
-def channels_elemt(x3, mean, rstd, gamma, beta):
+def channels_elemt(x3, mean, rstd, gamma, beta, out=None):
     """y = (x - mean[c]) * rstd[c] * gamma[c] + beta[c] with float64 mean and rstd: channels_forward's y, bit for
     bit, given its statistics."""
     scale = rstd * gamma if gamma.size else rstd.copy()  # gamma in x's dtype, widened exactly
     shift = beta.astype(np.float64) if beta.size else np.zeros(mean.size)
-    y = np.empty_like(x3)
+    y = np.empty_like(x3) if out is None else out
     if y.size:
         with launch_guard():
             channels.channels_normalize(x3, mean, scale, shift, y)
@@ -167,11 +169,11 @@ def channels_backward_reduce(dy3, x3, mean):
     return sdy, sdyxmu
 
 
-def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float):
+def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float, out=None):
     """dx of training mode from the sums over the whole batch (count values per channel): channels_backward's
     dx given the same sums."""
     c = x3.shape[1]
-    dx = np.empty_like(x3)
+    dx = np.empty_like(x3) if out is None else out
     if dx.size:
         dgamma, p, q, r = (np.empty(c) for _ in range(4))
         with launch_guard():
@@ -181,7 +183,17 @@ def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, coun
 
 
 def switchable_forward(
-    x3, gamma, beta, mean_weight, var_weight, eps: float, training: bool, running_mean, running_var, momentum: float
+    x3,
+    gamma,
+    beta,
+    mean_weight,
+    var_weight,
+    eps: float,
+    training: bool,
+    running_mean,
+    running_var,
+    momentum: float,
+    out=None,
 ):
     """x3: (N, C, S); gamma, beta: (C,) or (0,); mean_weight, var_weight: (3,); running_mean, running_var: (C,)
     or None (updated in place in training). Returns y (N, C, S) and the statistics in x's dtype, in the order of
@@ -196,7 +208,7 @@ def switchable_forward(
     mean_in, m2_in, mean, rstd, var_in = (np.empty(R) for _ in range(5))
     mean_ln, var_ln = np.empty(N), np.empty(N)
     mean_bn, var_bn = np.empty(C), np.empty(C)
-    y = np.empty_like(x2)
+    y = np.empty_like(x2) if out is None else out.reshape(R, S)
     with launch_guard():
         switchable.softmax_weights(mean_weight, var_weight, wv)
         switchable.row_stats(x2, mean_in, m2_in)
@@ -210,7 +222,7 @@ def switchable_forward(
     return y.reshape(N, C, S), tuple(a.astype(x3.dtype) for a in stats)
 
 
-def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool):
+def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool, out=None):
     """dy3, x3: (N, C, S), not empty; gamma: (C,) or (0,); stats: flat (mean, rstd, mean_in, var_in, mean_ln,
     var_ln, mean_bn, var_bn) in x's dtype. Returns dx (N, C, S), dgamma and dbeta (C,) (None without gamma),
     dmean_weight and dvar_weight (3,), in x's dtype."""
@@ -226,7 +238,7 @@ def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training
     width = C if gamma.size else 0
     dgamma, dbeta = np.empty(width), np.empty(width)
     dmw, dvw = np.empty(3), np.empty(3)
-    dx = np.empty_like(x2)
+    dx = np.empty_like(x2) if out is None else out.reshape(R, S)
     with launch_guard():
         switchable.softmax_weights(mean_weight, var_weight, wv)
         switchable.backward_row_sums(dy2, x2, mean, rstd, gamma, C, sdy, sdyxmu, dmean, dvar)

@@ -6,6 +6,8 @@ results copied back; device arrays stay on the device, the results are Numba dev
 synchronizes with the host.
 Launches, allocations and copies go to Numba's default stream, or to the stream of an enclosing
 ``on_stream(stream)`` block (how a framework's current stream, e.g. PyTorch's, orders our kernels with its own).
+Every entry that returns an x-shaped result (y or dx) takes ``out``, the caller's array for it: a device out is
+written by the kernels directly, a host out receives the copy back.
 """
 
 from __future__ import annotations
@@ -130,22 +132,35 @@ class _Transfer:
     def __call__(self, a):
         return cuda.to_device(np.ascontiguousarray(a), stream=self.stream) if self.host else a
 
-    def out(self, a):
+    def target(self, out, shape, dtype):
+        """Where a kernel writes an x-shaped result: the caller's device out (flat, as the kernels index it),
+        else a new device array (copied into a host out, if any, by ``out``)."""
+        if out is not None and not self.host:
+            return out.reshape(shape)
+        return _empty(shape, dtype)
+
+    def out(self, a, into=None):
+        """a on the host for NumPy input (copied into ``into`` when given: the caller's out), as it is otherwise."""
         if not self.host:
             return a
+        if into is not None:
+            a.copy_to_host(into.reshape(a.shape), stream=self.stream)
+            if self.asynchronous:
+                self.stream.synchronize()
+            return into
         host = a.copy_to_host(stream=self.stream)
         if self.asynchronous:  # the caller reads the host copy at once
             self.stream.synchronize()
         return host
 
 
-def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True):
+def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True, out=None):
     """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
     centered False (RMSNorm): nothing subtracted, mean is 0."""
     io = _Transfer(x2)
     R, K = x2.shape
     dx2, dg, db = io(x2), io(gamma), io(beta)
-    y = _empty((R, K), x2.dtype)
+    y = io.target(out, (R, K), x2.dtype)
     mean = _empty(R, x2.dtype)
     rstd = _empty(R, x2.dtype)
     if R and K:
@@ -154,15 +169,15 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered:
     elif R:  # empty rows: mean and rstd are 0 / 0, as on the CPU
         for a in (mean, rstd):
             launch(rows.fill, _blocks(R), BLOCK, a, math.nan)
-    return io.out(y), io.out(mean), io.out(rstd)
+    return io.out(y, out), io.out(mean), io.out(rstd)
 
 
-def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True):
+def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered: bool = True, out=None):
     """Returns dx (R, K) and, with gamma, dgamma and dbeta (A,) in x's dtype (else None)."""
     io = _Transfer(x2)
     R, K = x2.shape
     d_dy, d_x, d_g, d_mean, d_rstd = (io(a) for a in (dy2, x2, gamma, mean, rstd))
-    dx = _empty((R, K), x2.dtype)
+    dx = io.target(out, (R, K), x2.dtype)
     has_gamma = gamma.size > 0
     per_element = inner == 1 and groups == 1  # layer norm
     blocks, threads, ts, teams = row_launch(R, K, max(1, MAX_PARTIAL // max(K, 1)) if per_element else MAX_TEAMS)
@@ -195,16 +210,16 @@ def rows_backward(dy2, x2, gamma, mean, rstd, groups: int, inner: int, centered:
             pbeta,
         )
     if not has_gamma:
-        return io.out(dx), None, None
+        return io.out(dx, out), None, None
     width = gamma.size
     sums = []
     for part in (pgamma, pbeta):
         # per row and segment, (N * G, C / G) is (N, C): adding its rows adds over n; layer norm: over teams
         part = part.reshape(-1, width)
-        out = _empty(width, x2.dtype)
-        launch(rows.sum_rows, _blocks(width), BLOCK, part, out)
-        sums.append(io.out(out))
-    return io.out(dx), *sums
+        total = _empty(width, x2.dtype)
+        launch(rows.sum_rows, _blocks(width), BLOCK, part, total)
+        sums.append(io.out(total))
+    return io.out(dx, out), *sums
 
 
 def _channel_partials(kernel_wide, kernel_spatial, arrays, N: int, C: int, S: int, *extra):
@@ -220,7 +235,7 @@ def _channel_partials(kernel_wide, kernel_spatial, arrays, N: int, C: int, S: in
     return chunk, parts
 
 
-def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float):
+def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, running_var, momentum: float, out=None):
     """x3: (N, C, S). Returns y (N, C, S), mean and rstd (C,); updates the running statistics in place."""
     io = _Transfer(x3)
     N, C, S = x3.shape
@@ -256,17 +271,17 @@ def channels_forward(x3, gamma, beta, eps: float, training: bool, running_mean, 
         )
     elif C:
         launch(channels.channels_eval, _blocks(C), BLOCK, d_rm, d_rv, eps, d_g, d_b, mean, rstd, center, scale, shift)
-    y = _empty(N * C * S, x3.dtype)
+    y = io.target(out, N * C * S, x3.dtype)
     if y.size:
         blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
         launch(channels.channels_normalize, blocks, BLOCK, d_x.reshape(N * C * S), center, scale, shift, S, C, y)
     if has_running and io.host and training:
         running_mean[...] = io.out(d_rm)
         running_var[...] = io.out(d_rv)
-    return io.out(y).reshape(N, C, S), io.out(mean), io.out(rstd)
+    return io.out(y, out).reshape(N, C, S), io.out(mean), io.out(rstd)
 
 
-def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
+def channels_backward(dy3, x3, gamma, mean, rstd, training: bool, out=None):
     """Returns dx (N, C, S) and, with gamma, dgamma and dbeta (C,) in x's dtype (else None)."""
     io = _Transfer(x3)
     N, C, S = x3.shape
@@ -294,12 +309,12 @@ def channels_backward(dy3, x3, gamma, mean, rstd, training: bool):
             q,
             r,
         )
-    dx = _empty(N * C * S, x3.dtype)
+    dx = io.target(out, N * C * S, x3.dtype)
     if dx.size:
         blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
         flat = N * C * S
         launch(channels.backward_dx, blocks, BLOCK, d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
-    dx = io.out(dx).reshape(N, C, S)
+    dx = io.out(dx, out).reshape(N, C, S)
     if not has_gamma:
         return dx, None, None
     return dx, io.out(dgamma), io.out(dbeta)
@@ -356,19 +371,19 @@ def channels_gather(counts, means, m2s, eps: float, running_mean, running_var, m
     return io.out(mean), io.out(rstd)
 
 
-def channels_elemt(x3, mean, rstd, gamma, beta):
+def channels_elemt(x3, mean, rstd, gamma, beta, out=None):
     """y = (x - mean[c]) * (rstd[c] * gamma[c]) + beta[c] (N, C, S) in x's dtype, with the float64 center,
     scale and shift of ``channels_forward``: the same y for the same float64 mean and rstd."""
     io = _Transfer(x3)
     N, C, S = x3.shape
     d_x, d_mean, d_rstd, d_g, d_b = (io(a) for a in (x3, mean, rstd, gamma, beta))
-    y = _empty(N * C * S, x3.dtype)
+    y = io.target(out, N * C * S, x3.dtype)
     if y.size:
         scale, shift = _empty(C, np.float64), _empty(C, np.float64)
         launch(channels.channels_affine, _blocks(C), BLOCK, d_rstd, d_g, d_b, scale, shift)
         blocks = min(_blocks(y.size), _GRID_STRIDE_BLOCKS)
         launch(channels.channels_normalize, blocks, BLOCK, d_x.reshape(y.size), d_mean, scale, shift, S, C, y)
-    return io.out(y).reshape(N, C, S)
+    return io.out(y, out).reshape(N, C, S)
 
 
 def channels_backward_reduce(dy3, x3, mean):
@@ -386,13 +401,13 @@ def channels_backward_reduce(dy3, x3, mean):
     return tuple(io.out(a) for a in sums)
 
 
-def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float):
+def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, count: float, out=None):
     """dx (N, C, S) in x's dtype from the global sums over count values per channel: dx = p * dy + q * (x -
     mean) + r with ``channels_backward``'s training coefficients (the sums passed as one partial each)."""
     io = _Transfer(dy3)
     N, C, S = x3.shape
     d_dy, d_x, d_mean, d_rstd, d_g, d_sdy, d_sdyxmu = (io(a) for a in (dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu))
-    dx = _empty(N * C * S, x3.dtype)
+    dx = io.target(out, N * C * S, x3.dtype)
     if dx.size:
         width = C if gamma.size else 0
         dgamma, dbeta = _empty(width, x3.dtype), _empty(width, x3.dtype)  # scratch: dgamma comes from the sums
@@ -416,7 +431,7 @@ def channels_backward_elemt(dy3, x3, mean, rstd, gamma, sum_dy, sum_dy_xmu, coun
         blocks = min(_blocks(dx.size), _GRID_STRIDE_BLOCKS)
         flat = dx.size
         launch(channels.backward_dx, blocks, BLOCK, d_dy.reshape(flat), d_x.reshape(flat), d_mean, p, q, r, S, C, dx)
-    return io.out(dx).reshape(N, C, S)
+    return io.out(dx, out).reshape(N, C, S)
 
 
 def _per_row_blocks(n: int) -> int:
@@ -425,7 +440,17 @@ def _per_row_blocks(n: int) -> int:
 
 
 def switchable_forward(
-    x3, gamma, beta, mean_weight, var_weight, eps: float, training: bool, running_mean, running_var, momentum: float
+    x3,
+    gamma,
+    beta,
+    mean_weight,
+    var_weight,
+    eps: float,
+    training: bool,
+    running_mean,
+    running_var,
+    momentum: float,
+    out=None,
 ):
     """x3: (N, C, S); gamma, beta: (C,) or (0,); mean_weight, var_weight: (3,); running_mean, running_var: (C,)
     or None (updated in place in training). Returns y (N, C, S) and the statistics in x's dtype, in the order of
@@ -498,7 +523,7 @@ def switchable_forward(
         scale,
         shift,
     )
-    y = _empty(R * S, dt)
+    y = io.target(out, R * S, dt)
     if y.size:  # batch norm's normalize kernel, with the R rows as its channels: row i // S
         launch(
             channels.channels_normalize,
@@ -518,10 +543,10 @@ def switchable_forward(
     per_row = tuple(io.out(a.reshape(N, C)) for a in (mean, rstd, mean_in, var_in))
     softmaxes = io.out(softmaxes)
     stats = (*per_row, *(io.out(a) for a in (mean_ln, var_ln, mean_bn, var_bn)), softmaxes[0], softmaxes[1])
-    return io.out(y).reshape(N, C, S), stats
+    return io.out(y, out).reshape(N, C, S), stats
 
 
-def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool):
+def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training: bool, out=None):
     """dy3, x3: (N, C, S), not empty; gamma: (C,) or (0,); stats: flat (mean, rstd, mean_in, var_in, mean_ln,
     var_ln, mean_bn, var_bn) in x's dtype. Returns dx (N, C, S), dgamma and dbeta (C,) (None without gamma),
     dmean_weight and dvar_weight (3,), in x's dtype."""
@@ -626,7 +651,7 @@ def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training
         q,
         r,
     )
-    dx = _empty(R * S, dt)
+    dx = io.target(out, R * S, dt)
     flat = R * S
     # batch norm's dx kernel, with the R rows as its channels, centred on each row's mean_in
     launch(
@@ -643,7 +668,7 @@ def switchable_backward(dy3, x3, gamma, mean_weight, var_weight, stats, training
         R,
         dx,
     )
-    dx = io.out(dx).reshape(N, C, S)
+    dx = io.out(dx, out).reshape(N, C, S)
     dmw, dvw = io.out(dmw), io.out(dvw)
     if not width:
         return dx, None, None, dmw, dvw
