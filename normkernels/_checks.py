@@ -218,8 +218,8 @@ def out_array(out, like, *, inputs: dict, op: str):
         if not _device.is_device_array(out):
             raise TypeError(f"{op}: x is a GPU array, so out must be one too, got {type(out).__name__}")
         adopted = _device.as_device(out)
-    elif not isinstance(out, np.ndarray):
-        raise TypeError(f"{op}: expected out to be a numpy.ndarray, got {type(out).__name__}")
+    elif type(out) is not np.ndarray:  # a subclass (np.matrix ...) may not keep the shapes the kernels write
+        raise TypeError(f"{op}: expected out to be a numpy.ndarray (not a subclass), got {type(out).__name__}")
     else:
         adopted = out
     if adopted.dtype != like.dtype:
@@ -234,7 +234,7 @@ def out_array(out, like, *, inputs: dict, op: str):
     for name, a in inputs.items():
         if a is not None and hasattr(a, "shape") and _device.may_overlap(out, a):
             raise ValueError(
-                f"{op}: out shares memory with {name}: pass a separate array (the kernels read {name} "
-                "while they write out)"
+                f"{op}: out may share memory with {name} (their byte ranges overlap): pass a separate array (the "
+                f"kernels read {name} while they write out)"
             )
     return adopted
