@@ -497,8 +497,49 @@ def forward_changes(lay: Layout, ctx: Context) -> list[Change]:
     return out
 
 
+def _root_mistakes(*, base: str, square_grad: str, mean_sq: str, root: str, inverse: str) -> dict:
+    """The mistakes in the backward of inverse = 1 / root, root = sqrt(mean_sq + eps), sq = base**2 that batch, layer,
+    instance and group norm (xmu, var, sqrtvar, ivar) and RMSNorm (x, ms, rms, irms) share, by stage name: a flipped
+    sign, the lost factors 2 and 1/2, eps left out. Keyed "sign", "no_factor_2", "no_half", "without_eps"."""
+    return {
+        "sign": Change(
+            f"d{root}_sign",
+            f"d{root} = -d{inverse} / {root}**2",
+            f"the sign of the backward of {inverse} = 1 / {root} is flipped",
+            "backward",
+            stages={f"d{root}": lambda s, d_inverse, r: d_inverse / r**2},
+            prior=15,
+        ),
+        "no_factor_2": Change(
+            "no_factor_2",
+            f"{square_grad} = 2 * {base} * dsq",
+            f"the factor 2 from sq = {base}**2 is missing",
+            "backward",
+            stages={square_grad: lambda s, dsq, b: b * dsq},
+            prior=15,
+        ),
+        "no_half": Change(
+            "no_half",
+            f"d{mean_sq} = 0.5 / sqrt({mean_sq} + eps) * d{root}",
+            "the factor 1/2 from the square root is missing",
+            "backward",
+            stages={f"d{mean_sq}": lambda s, d_root, m: 1.0 / np.sqrt(m + s.eps) * d_root},
+            prior=15,
+        ),
+        "without_eps": Change(
+            f"d{mean_sq}_without_eps",
+            f"d{mean_sq} = 0.5 / sqrt({mean_sq} + eps) * d{root}",
+            f"the backward of the square root leaves eps out: 0.5 / sqrt({mean_sq})",
+            "backward",
+            stages={f"d{mean_sq}": lambda s, d_root, m: 0.5 / np.sqrt(m) * d_root},
+            prior=25,
+        ),
+    }
+
+
 def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
     """A stage of the backward done differently."""
+    root = _root_mistakes(base="xmu", square_grad="dxmu2", mean_sq="var", root="sqrtvar", inverse="ivar")
     m = lay.count
     out = []
     for d, words in {**_divisors(lay), 1: "1 (no division)"}.items():
@@ -584,14 +625,7 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             stages={"dx": lambda s, dx1, dx2: dx1 - dx2},
             prior=15,
         ),
-        Change(
-            "dsqrtvar_sign",
-            "dsqrtvar = -divar / sqrtvar**2",
-            "the sign of the backward of ivar = 1 / sqrtvar is flipped",
-            "backward",
-            stages={"dsqrtvar": lambda s, divar, sqrtvar: divar / sqrtvar**2},
-            prior=15,
-        ),
+        root["sign"],
         Change(
             "dsqrtvar_power",
             "dsqrtvar = -divar / sqrtvar**2",
@@ -608,30 +642,9 @@ def backward_changes(lay: Layout, ctx: Context) -> list[Change]:
             stages={"dvar": lambda s, dsqrtvar, var: 0.5 * np.sqrt(var + s.eps) * dsqrtvar},
             prior=20,
         ),
-        Change(
-            "no_factor_2",
-            "dxmu2 = 2 * xmu * dsq",
-            "the factor 2 from sq = xmu**2 is missing",
-            "backward",
-            stages={"dxmu2": lambda s, dsq, xmu: xmu * dsq},
-            prior=15,
-        ),
-        Change(
-            "no_half",
-            "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
-            "the factor 1/2 from the square root is missing",
-            "backward",
-            stages={"dvar": lambda s, dsqrtvar, var: 1.0 / np.sqrt(var + s.eps) * dsqrtvar},
-            prior=15,
-        ),
-        Change(
-            "dvar_without_eps",
-            "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
-            "the backward of the square root leaves eps out: 0.5 / sqrt(var)",
-            "backward",
-            stages={"dvar": lambda s, dsqrtvar, var: 0.5 / np.sqrt(var) * dsqrtvar},
-            prior=25,
-        ),
+        root["no_factor_2"],
+        root["no_half"],
+        root["without_eps"],
         Change(
             "dvar_eps_outside",
             "dvar = 0.5 / sqrt(var + eps) * dsqrtvar",
@@ -780,6 +793,7 @@ def _dy_unmoved(lay: Layout) -> Change:
 
 def rms_changes(lay: Layout, ctx: Context) -> list[Change]:
     """RMSNorm's stages replaced (verify.staged.RMSNormStages), forward and backward."""
+    root = _root_mistakes(base="x", square_grad="dx2", mean_sq="ms", root="rms", inverse="irms")
     m = lay.count
     out = []
     for d, words in _divisors(lay).items():
@@ -863,38 +877,10 @@ def rms_changes(lay: Layout, ctx: Context) -> list[Change]:
             stages={"dx2": lambda s, dsq, x: np.zeros_like(x)},
             prior=2,
         ),
-        Change(
-            "drms_sign",
-            "drms = -dirms / rms**2",
-            "the sign of the backward of irms = 1 / rms is flipped",
-            "backward",
-            stages={"drms": lambda s, dirms, rms: dirms / rms**2},
-            prior=15,
-        ),
-        Change(
-            "no_factor_2",
-            "dx2 = 2 * x * dsq",
-            "the factor 2 from sq = x**2 is missing",
-            "backward",
-            stages={"dx2": lambda s, dsq, x: x * dsq},
-            prior=15,
-        ),
-        Change(
-            "no_half",
-            "dms = 0.5 / sqrt(ms + eps) * drms",
-            "the factor 1/2 from the square root is missing",
-            "backward",
-            stages={"dms": lambda s, drms, ms: 1.0 / np.sqrt(ms + s.eps) * drms},
-            prior=15,
-        ),
-        Change(
-            "dms_without_eps",
-            "dms = 0.5 / sqrt(ms + eps) * drms",
-            "the backward of the square root leaves eps out: 0.5 / sqrt(ms)",
-            "backward",
-            stages={"dms": lambda s, drms, ms: 0.5 / np.sqrt(ms) * drms},
-            prior=25,
-        ),
+        root["sign"],
+        root["no_factor_2"],
+        root["no_half"],
+        root["without_eps"],
         Change(
             "gamma_missing_backward",
             "dxhat = dy * gamma",
