@@ -353,8 +353,9 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
 
 CONFIDENCE = 0.95
 # Rounds a speedup needs for an interval: with fewer, a percentile bootstrap's interval covers far less than it
-# claims (on two backends of equal speed, 2 rounds of one call said "faster" or "slower" in 50% of trials, 3 in
-# 20-26%, 5 in 5-8%, 10 rounds of 3 in under 7%), so the verdict is "tie" there.
+# claims. Simulated on two equally fast backends (shared slow spells per round, 200 trials each, 1,999 resamples;
+# tests/test_benchmarks.py repeats it at MIN_ROUNDS): "faster" or "slower" in 54% of trials with 2 rounds of one
+# call, 28% with 3, 6.5% with 5, 0.5% with 10 rounds of 3. Below MIN_ROUNDS the verdict is "tie".
 MIN_ROUNDS = 5
 
 
