@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--repeat", type=int, help="timed calls per cell (default 30, or 5 with --quick)")
     parser.add_argument(
-        "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 3 rounds)"
+        "--budget", type=float, default=2.0, help="seconds of timed calls per cell at most (>= 5 rounds)"
     )
     parser.add_argument("--threads", type=int, help="CPU threads for Numba, PyTorch and XLA alike (default: Numba's)")
     parser.add_argument("--quick", action="store_true", help="5 timed calls per cell, no first-call timing")

@@ -29,18 +29,25 @@ from verify import staged
 SIMULATOR = _backends.simulator()  # benchmarks never run in the CUDA simulator
 
 DIRECTIONS = ("forward", "backward")
-BACKENDS = ("numpy", "cpu", "cuda", "torch-cpu", "torch-cuda", "jax-cpu")
+BACKENDS = ("numpy", "cpu", "cpu-out", "cuda", "cuda-out", "torch-cpu", "torch-cuda", "jax-cpu")
+# "cpu-out", "cuda-out": the same kernels writing y and dx into arrays made once (out=), as a training loop that
+# reuses its buffers calls them; "cpu" and "cuda" get new arrays on every call, as PyTorch and JAX do.
+OWN = {"cpu": "cpu", "cpu-out": "cpu", "cuda": "cuda", "cuda-out": "cuda"}  # normkernels' backends: their backend=
 LABELS = {
     "numpy": "staged NumPy",
     "cpu": "normkernels cpu",
+    "cpu-out": "normkernels cpu out=",
     "cuda": "normkernels cuda",
+    "cuda-out": "normkernels cuda out=",
     "torch-cpu": "PyTorch CPU",
     "torch-cuda": "PyTorch CUDA",
     "jax-cpu": "JAX CPU",
 }
-DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch-cpu": "cpu", "jax-cpu": "cpu", "cuda": "gpu", "torch-cuda": "gpu"}
+DEVICE = {"numpy": "cpu", "torch-cpu": "cpu", "jax-cpu": "cpu", "torch-cuda": "gpu"}
+DEVICE.update({b: "cpu" if own == "cpu" else "gpu" for b, own in OWN.items()})
 # the PyTorch backend each is compared with (x PyTorch)
-PEER = {"numpy": "torch-cpu", "cpu": "torch-cpu", "jax-cpu": "torch-cpu", "cuda": "torch-cuda"}
+PEER = {"numpy": "torch-cpu", "jax-cpu": "torch-cpu"}
+PEER.update({b: f"torch-{own}" for b, own in OWN.items()})
 # the other libraries on each device: every backend's speedup is also taken over the fastest of them in each cell
 PEERS = {"cpu": ("torch-cpu", "jax-cpu"), "gpu": ("torch-cuda",)}
 
@@ -89,13 +96,13 @@ def unavailable(backend: str) -> str | None:
     if DEVICE[backend] == "gpu":
         if backend == "torch-cuda" and not _torch().cuda.is_available():
             return "PyTorch sees no CUDA device"
-        if backend == "cuda" and not _gpu():
+        if OWN.get(backend) == "cuda" and not _gpu():
             return "no usable GPU here (the CUDA simulator is never benchmarked)"
     return None
 
 
 def synchronize(backend: str) -> None:
-    if backend == "cuda":
+    if OWN.get(backend) == "cuda":
         from numba import cuda
 
         cuda.synchronize()
@@ -118,7 +125,7 @@ def _synced(backend: str, fn):
 
 
 def _on_device(backend: str, arrays):
-    if backend != "cuda":
+    if OWN.get(backend) != "cuda":
         return arrays
     from numba import cuda
 
@@ -148,12 +155,17 @@ def calls(case, backend: str, dtype=np.float32, affine: str = "gamma_beta") -> d
         }
     if backend == "jax-cpu":
         return _jax_calls(case, inputs)
-    if backend in ("cpu", "cuda"):
-        inputs = _device_inputs(case, inputs, backend)
-        _, saved = case.run_forward(inputs, backend)
+    if backend in OWN:
+        own = OWN[backend]
+        inputs = _device_inputs(case, inputs, own)
+        y, saved = case.run_forward(inputs, own)
+        dx = case.run_backward(inputs.dy, inputs, saved, own)[0]
+        # out=: y and dx written into the arrays just returned, every call (first touched before timing)
+        fwd = dict(out=y) if backend.endswith("-out") else {}
+        bwd = dict(out=dx) if backend.endswith("-out") else {}
         return {
-            "forward": _synced(backend, lambda: case.run_forward(inputs, backend)),
-            "backward": _synced(backend, lambda: case.run_backward(inputs.dy, inputs, saved, backend)),
+            "forward": _synced(backend, lambda: case.run_forward(inputs, own, **fwd)),
+            "backward": _synced(backend, lambda: case.run_backward(inputs.dy, inputs, saved, own, **bwd)),
         }
 
     torch = _torch()
@@ -318,7 +330,7 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
     each burst starts after a pause and one untimed call: NumPy/Numba, PyTorch and XLA bring thread pools of
     their own, whose threads spin for a while after a parallel region and would otherwise take the cores from
     the next library's threads. Stops after `repeat` timed calls each, or earlier, once `budget` seconds per
-    callable have been spent and at least 3 rounds have run; rounds after the budget is spent are of one
+    callable have been spent and at least MIN_ROUNDS rounds have run (enough for an interval, `speedup`); rounds after the budget is spent are of one
     call. Every callable gets the same calls in each round (Timing.bursts), so round i pairs them."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -327,7 +339,7 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
     spent = 0.0
     done = 0
     rounds = 0
-    while done < repeat and (rounds < 3 or spent < budget * len(fns)):
+    while done < repeat and (rounds < MIN_ROUNDS or spent < budget * len(fns)):
         n = min(burst if spent < budget * len(fns) else 1, repeat - done)
         for name, fn in fns.items():
             if len(fns) > 1:

@@ -14,7 +14,7 @@ except ImportError as e:  # an optional extra
 from . import harness as h
 
 _STYLE = {"forward": "-", "backward": "--"}
-_MARKER = {"cpu": "o", "cuda": "s"}  # the curve shows normkernels' own backends
+_MARKER = {"cpu": "o", "cpu-out": "^", "cuda": "s", "cuda-out": "v"}  # the curve shows normkernels' own backends
 
 
 def _series(r: dict) -> tuple:

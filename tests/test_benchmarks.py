@@ -20,6 +20,8 @@ from verify import compare, staged
 from verify.cases import CUDA_TINY, SMALL, Case
 from verify.norms import NORMS
 
+_TINY_BY_NORM = {c.norm: c for c in reversed(CUDA_TINY)}  # one tiny case per norm
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_SIMULATOR = h.SIMULATOR
 SIM = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
@@ -54,13 +56,13 @@ def test_measure_times_repeat_calls_after_the_warmup():
     assert t.median >= t.min >= 0.001
 
 
-def test_measure_stops_at_the_budget_after_at_least_three_calls():
+def test_measure_stops_at_the_budget_after_at_least_min_rounds_calls():
     fn, count = _counter(0.005)
     t = h.measure(fn, repeat=100, budget=0.0, warmup=1)
-    assert (t.calls, count[0]) == (3, 4)
+    assert (t.calls, count[0]) == (h.MIN_ROUNDS, h.MIN_ROUNDS + 1)
     fn, count = _counter(0.005)
-    t = h.measure(fn, repeat=100, budget=0.025, warmup=0)
-    assert 3 <= t.calls <= 5 and count[0] == t.calls  # 5 calls of >= 5 ms fill 25 ms
+    t = h.measure(fn, repeat=100, budget=0.04, warmup=0)
+    assert h.MIN_ROUNDS <= t.calls <= 8 and count[0] == t.calls  # 8 calls of >= 5 ms fill 40 ms
     assert t.median >= t.min >= 0.005
 
 
@@ -72,11 +74,13 @@ def test_side_by_side_rounds_pair_the_callables():
         assert t.median == pytest.approx(np.median([s for b in t.bursts for s in b]))
 
 
-def test_side_by_side_runs_three_rounds_and_single_calls_past_the_budget():
+def test_side_by_side_runs_min_rounds_and_single_calls_past_the_budget():
+    """Every cell gets the MIN_ROUNDS rounds an interval needs, even when its budget is spent at once."""
     fns = {name: _counter(0.002)[0] for name in ("a", "b")}
     timings = h.measure_side_by_side(fns, repeat=100, budget=0.0, warmup=0, burst=5)
     for t in timings.values():
-        assert [len(b) for b in t.bursts] == [1, 1, 1]  # the budget was spent before the first round
+        assert [len(b) for b in t.bursts] == [1] * h.MIN_ROUNDS  # the budget was spent before the first round
+        assert h.speedup(t, timings["a"]).low is not None
 
 
 def test_burst_size_leaves_several_rounds():
@@ -169,6 +173,27 @@ def test_speedup_of_identical_timings_is_a_point_tie():
 def test_speedup_interval_is_repeatable():
     own, other = _timing(1e-3, seed=1), _timing(1.02e-3, seed=2)
     assert h.speedup(own, other) == h.speedup(own, other)
+
+
+# --- normkernels with out= -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(_TINY_BY_NORM.values()), ids=lambda c: c.id)
+def test_out_backend_writes_the_same_bits_into_one_array(case):
+    """cpu-out times the same kernels as cpu, writing y and dx into arrays made once: every call returns that
+    same array, holding the bits a call without out= returns."""
+    fresh = h.calls(case, "cpu")
+    reused = h.calls(case, "cpu-out")
+    for direction in h.DIRECTIONS:
+        first, second = (reused[direction]()[0] for _ in range(2))
+        assert first is second, f"{direction}: out= was not the array written"
+        np.testing.assert_array_equal(second, fresh[direction]()[0])
+
+
+def test_out_backends_are_normkernels_own():
+    assert h.OWN["cpu-out"] == "cpu" and h.DEVICE["cpu-out"] == "cpu" and h.PEER["cpu-out"] == "torch-cpu"
+    assert h.DEVICE["cuda-out"] == "gpu" and h.PEER["cuda-out"] == "torch-cuda"
+    assert h.unavailable("cpu-out") is None
 
 
 # --- the JAX backend -------------------------------------------------------------------------------------
