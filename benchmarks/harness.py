@@ -330,8 +330,9 @@ def measure_side_by_side(fns: dict, repeat: int = 20, budget: float = 2.0, warmu
     each burst starts after a pause and one untimed call: NumPy/Numba, PyTorch and XLA bring thread pools of
     their own, whose threads spin for a while after a parallel region and would otherwise take the cores from
     the next library's threads. Stops after `repeat` timed calls each, or earlier, once `budget` seconds per
-    callable have been spent and at least MIN_ROUNDS rounds have run (enough for an interval, `speedup`); rounds after the budget is spent are of one
-    call. Every callable gets the same calls in each round (Timing.bursts), so round i pairs them."""
+    callable have been spent and at least MIN_ROUNDS rounds have run (enough for an interval, `speedup`);
+    rounds after the budget is spent are of one call. Every callable gets the same calls in each round
+    (Timing.bursts), so round i pairs them."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
