@@ -30,9 +30,8 @@ Backward, per channel, with xhat = (x - mean) * rstd:
 both computed as dx = p * dy + q * (x - mean) + r with per-channel p = rstd * gamma,
 q = -rstd**2 * gamma * dgamma / M and r = -rstd * gamma * dbeta / M (q = r = 0 in eval).
 
-Sums, per-channel coefficients and the backward are float64 whatever the storage dtype. With spatial dims
-the forward's kernel writing y rounds a channel's coefficients to the storage dtype and computes in it (see
-``_loops``); for (N, D) input it stays in float64, which measured faster there.
+Sums, per-channel coefficients and the backward are float64 whatever the storage dtype. The forward's kernel
+writing y rounds a channel's coefficients to the storage dtype and computes in it (see ``_loops``).
 """
 
 import numpy as np
@@ -135,9 +134,18 @@ def channels_eval(running_mean, running_var, eps, gamma, beta, mean, rstd, scale
 def channels_normalize(x, mean, scale, shift, y):
     """y = (x - mean[c]) * scale[c] + shift[c]; x, y: (N, C, S); mean, scale, shift: (C,) float64."""
     N, C, S = x.shape
-    if S == 1:  # (N, D): one row per task, float64 vectors
+    if S == 1:  # (N, D): one row per task, the coefficients rounded to x's dtype once, as vectors
+        mh = np.empty(C, x.dtype)
+        ml = np.empty(C, x.dtype)
+        sc = np.empty(C, x.dtype)
+        sh = np.empty(C, x.dtype)
+        for c in range(C):
+            mh[c] = L.like(x, mean[c])
+            ml[c] = L.like(x, mean[c] - mh[c])
+            sc[c] = L.like(x, scale[c])
+            sh[c] = L.like(x, shift[c])
         for n in prange(N):
-            L.scale_shift_each(x[n].reshape(C), mean, scale, shift, y[n].reshape(C))
+            L.scale_shift_each(x[n].reshape(C), mh, ml, sc, sh, y[n].reshape(C))
     else:  # one (n, c) run of S contiguous values per task, in x's dtype
         for t in prange(N * C):
             n = t // C

@@ -34,6 +34,12 @@ def _channel_block(n: int, c: int, s: int) -> int:
     return max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
+def _rows_per_task(n_rows: int) -> int:
+    """Consecutive rows per task of the row kernels: up to 16 (each task's first row costs one extra pass over
+    data in cache), fewer when there are under 1,024 rows, so that there are at least 64 tasks to share out."""
+    return max(1, min(16, n_rows // 64))
+
+
 def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True, out=None):
     """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
     centered False (RMSNorm): nothing subtracted, mean is 0. out: y's array (R, K), or None for a new one."""
@@ -41,7 +47,7 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered:
     mean = np.empty(x2.shape[0])
     rstd = np.empty(x2.shape[0])
     with launch_guard():
-        rows.rows_forward(x2, gamma, beta, eps, groups, inner, centered, y, mean, rstd)
+        rows.rows_forward(x2, gamma, beta, eps, groups, inner, centered, _rows_per_task(x2.shape[0]), y, mean, rstd)
     return y, mean.astype(x2.dtype), rstd.astype(x2.dtype)
 
 
