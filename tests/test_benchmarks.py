@@ -196,6 +196,44 @@ def test_out_backends_are_normkernels_own():
     assert h.unavailable("cpu-out") is None
 
 
+# --- the roofline ----------------------------------------------------------------------------------------
+
+
+def test_roofline_slices_keep_what_a_statistics_group_spans():
+    from benchmarks import roofline
+
+    ln = Case("layer_norm", (4096, 1024), normalized_ndim=1)
+    assert roofline.cached_slice(ln, 1 << 16).shape == (64, 1024) and roofline.fixed_slice(ln).shape == (1, 1024)
+    tokens = Case("rms_norm", (8, 2048, 4096), normalized_ndim=1)
+    assert roofline.cached_slice(tokens, 1 << 16).shape == (16, 4096)
+    bn = Case("batch_norm", (32, 64, 56, 56))
+    assert roofline.cached_slice(bn, 1 << 20).shape == (5, 64, 56, 56)  # whole samples
+    assert roofline.cached_slice(bn, 1 << 10).shape == (1, 64, 56, 56)  # at least one
+    assert roofline.fixed_slice(bn).shape == (2, 64, 1, 1)
+    assert set(roofline.PASSES) == set(NORMS)
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "batch_norm"])
+def test_roofline_rows_are_consistent(norm):
+    from benchmarks import roofline
+
+    (case,) = (c for c in SMALL if c.norm == norm and len(c.shape) == 2)
+    rows = roofline.floors(case, repeat=5, budget=0.05)
+    for direction, r in rows.items():
+        reads, writes = roofline.PASSES[norm][direction]
+        assert r["passes"] == f"{reads}R+{writes}W"
+        assert r["bound"] == ("memory" if r["memory_ms"] >= r["compute_ms"] else "compute")
+        bound = max(r["memory_ms"], r["compute_ms"])
+        assert r["pct_of_bound"] == pytest.approx(100 * bound / r["kernel_ms"])
+    # the model's bytes over the bytes the algorithm moves: a row norm's forward moves exactly the model's (one
+    # copy), batch norm's forward one read more
+    if norm == "layer_norm":
+        assert rows["forward"]["ceiling_pct"] == pytest.approx(100)
+    else:
+        assert rows["forward"]["ceiling_pct"] < 100
+    assert "bound" in roofline.table(list(rows.values())).splitlines()[0]
+
+
 # --- the JAX backend -------------------------------------------------------------------------------------
 
 _NO_JAX = h.unavailable("jax-cpu")

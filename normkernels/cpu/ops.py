@@ -12,6 +12,7 @@ instead of a new one (the front ends checked it).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from . import _loops, channels, rows, switchable
@@ -35,9 +36,9 @@ def _channel_block(n: int, c: int, s: int) -> int:
 
 
 def _rows_per_task(n_rows: int) -> int:
-    """Consecutive rows per task of the row kernels: up to 16 (each task's first row costs one extra pass over
-    data in cache), fewer when there are under 1,024 rows, so that there are at least 64 tasks to share out."""
-    return max(1, min(16, n_rows // 64))
+    """Consecutive rows per task of the row forward: up to 16 (each task's first row costs one more pass over data
+    in cache), fewer when that would leave under 4 tasks per thread. The results do not depend on it."""
+    return max(1, min(16, n_rows // (4 * numba.get_num_threads())))
 
 
 def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True, out=None):
