@@ -62,12 +62,13 @@ def cached_slice(case, elements: int = CACHED_ELEMENTS):
 
 
 def fixed_slice(case):
-    """The smallest call of the case's kind: one row of layer and RMS norm, else two samples of one value per
-    channel (batch norm in training needs two values)."""
+    """The smallest call of the case's kind: one row of layer and RMS norm, else two samples of two values per
+    channel (instance norm in training needs more than one spatial value, batch norm more than one value)."""
     shape = case.shape
     if case.normalized_ndim:
         return dataclasses.replace(case, shape=(1, *shape[len(shape) - case.normalized_ndim :]))
-    return dataclasses.replace(case, shape=(2, shape[1], *(1 for _ in shape[2:])))
+    spatial = (2, *(1 for _ in shape[3:])) if len(shape) > 2 else ()
+    return dataclasses.replace(case, shape=(2, shape[1], *spatial))
 
 
 @njit(cache=True, fastmath={"reassoc"})

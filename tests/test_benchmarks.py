@@ -209,8 +209,19 @@ def test_roofline_slices_keep_what_a_statistics_group_spans():
     bn = Case("batch_norm", (32, 64, 56, 56))
     assert roofline.cached_slice(bn, 1 << 20).shape == (5, 64, 56, 56)  # whole samples
     assert roofline.cached_slice(bn, 1 << 10).shape == (1, 64, 56, 56)  # at least one
-    assert roofline.fixed_slice(bn).shape == (2, 64, 1, 1)
+    assert roofline.fixed_slice(bn).shape == (2, 64, 2, 1)
+    assert roofline.fixed_slice(Case("batch_norm", (4096, 1024))).shape == (2, 1024)
     assert set(roofline.PASSES) == set(NORMS)
+
+
+@pytest.mark.parametrize("case", [c for c in SMALL if c.norm != "layer_norm"], ids=lambda c: c.id)
+def test_roofline_fixed_slice_is_a_valid_call_of_every_kind(case):
+    """The fixed-cost call runs for every norm (instance norm refuses one spatial value, batch norm one value)."""
+    from benchmarks import roofline
+
+    fns = h.calls(roofline.fixed_slice(case), "cpu-out")
+    for direction in h.DIRECTIONS:
+        fns[direction]()
 
 
 @pytest.mark.parametrize("norm", ["layer_norm", "batch_norm"])
