@@ -185,9 +185,12 @@ def _verdict(r: dict) -> str:
     return r.get("verdict") or "-"
 
 
+_LABEL = max(len(label) for label in h.LABELS.values())  # the backend column's width
+
+
 def table(results: list[dict]) -> str:
     header = (
-        f"{'op':<15} {'shape':<16} {'pass':<8} {'backend':<17} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
+        f"{'op':<15} {'shape':<16} {'pass':<8} {'backend':<{_LABEL}} {'median ms':>10} {'min ms':>9} {'GB/s':>7} "
         f"{'% copy':>7} {'x NumPy':>8} {'x PyTorch':>9} {'x best peer':>11} {'95% CI':>14} verdict"
     )
     lines = [header, "-" * len(header)]
@@ -198,7 +201,8 @@ def table(results: list[dict]) -> str:
             lines.append("")
         previous = key
         lines.append(
-            f"{r['op']:<15} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} {h.LABELS[r['backend']]:<17} "
+            f"{r['op']:<15} {'x'.join(map(str, r['shape'])):<16} {r['direction']:<8} "
+            f"{h.LABELS[r['backend']]:<{_LABEL}} "
             f"{r['median_ms']:>10.3f} {r['min_ms']:>9.3f} {r['gbps']:>7.1f} {r['pct_copy']:>6.0f}% "
             f"{_ratio(r['speedup_vs_numpy']):>8} {_ratio(r['speedup_vs_torch']):>9} "
             f"{_ratio(r.get('speedup_vs_best_peer')):>11} {_interval(r):>14} {_verdict(r)}"
