@@ -38,32 +38,6 @@ def test_bit_identical_across_runs_and_thread_counts(case, dtype):
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize(
-    ("shape", "groups", "inner", "centered"),
-    [((37, 64), 1, 1, True), ((37, 64), 1, 1, False), ((24, 2 * 9), 4, 9, True), ((5, 7), 1, 1, True)],
-    ids=["layer", "rms", "group", "short"],
-)
-def test_row_forward_is_the_same_whatever_the_rows_per_task(shape, groups, inner, centered, dtype):
-    """The row forward takes a row's sum in the loop writing the row before it, and a task's first row in a loop
-    writing itself: every row's statistics and y come out the same whichever row starts a task (the rows per
-    task follow the thread count)."""
-    from normkernels.cpu import rows
-
-    rng = np.random.default_rng(3)
-    x = (rng.standard_normal(shape) * 3 + 1e4).astype(dtype)  # an offset, so a mean's last bits matter
-    a = groups * (shape[1] // inner)
-    gamma = (1 + rng.standard_normal(a)).astype(dtype)
-    beta = rng.standard_normal(a).astype(dtype)
-    outs = []
-    for per in (1, 2, 3, 16, shape[0]):
-        y, mean, rstd = np.empty_like(x), np.empty(shape[0]), np.empty(shape[0])
-        rows.rows_forward(x, gamma, beta, 1e-5, groups, inner, centered, per, y, mean, rstd)
-        outs.append((y, mean, rstd))
-    for other in outs[1:]:
-        for want, got in zip(outs[0], other, strict=True):
-            np.testing.assert_array_equal(got, want)
-
-
 def test_calls_from_several_python_threads_match_serial_calls():
     """Eight threads, each running every parallel case's forward and backward: the same bits as one thread."""
     serial = {case.id: _run(case, np.float32) for case in PARALLEL}

@@ -136,16 +136,16 @@ def channels_normalize(x, mean, scale, shift, y):
     N, C, S = x.shape
     if S == 1:  # (N, D): one row per task, the coefficients rounded to x's dtype once, as vectors
         mh = np.empty(C, x.dtype)
-        ml = np.empty(C, x.dtype)
         sc = np.empty(C, x.dtype)
         sh = np.empty(C, x.dtype)
         for c in range(C):
             mh[c] = L.like(x, mean[c])
-            ml[c] = L.like(x, mean[c] - mh[c])
             sc[c] = L.like(x, scale[c])
-            sh[c] = L.like(x, shift[c])
+            # the low part of the centre, m - mh, moves into the shift: (x - m) * scale + shift
+            # = (x - mh) * scale + (shift - (m - mh) * scale), taken in float64 and rounded once
+            sh[c] = L.like(x, shift[c] - (mean[c] - np.float64(mh[c])) * scale[c])
         for n in prange(N):
-            L.scale_shift_each(x[n].reshape(C), mh, ml, sc, sh, y[n].reshape(C))
+            L.scale_shift_each(x[n].reshape(C), mh, sc, sh, y[n].reshape(C))
     else:  # one (n, c) run of S contiguous values per task, in x's dtype
         for t in prange(N * C):
             n = t // C

@@ -12,7 +12,6 @@ instead of a new one (the front ends checked it).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from . import _loops, channels, rows, switchable
@@ -35,12 +34,6 @@ def _channel_block(n: int, c: int, s: int) -> int:
     return max(1, _BLOCK_ELEMENTS // s if s > 1 else _WIDE_BLOCK_ELEMENTS // max(1, c))
 
 
-def _rows_per_task(n_rows: int) -> int:
-    """Consecutive rows per task of the row forward: up to 16 (each task's first row costs one more pass over data
-    in cache), fewer when that would leave under 4 tasks per thread. The results do not depend on it."""
-    return max(1, min(16, n_rows // (4 * numba.get_num_threads())))
-
-
 def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered: bool = True, out=None):
     """x2: (R, K); gamma, beta: flat, possibly empty. Returns y (R, K), mean and rstd (R,) in x's dtype.
     centered False (RMSNorm): nothing subtracted, mean is 0. out: y's array (R, K), or None for a new one."""
@@ -48,7 +41,7 @@ def rows_forward(x2, gamma, beta, eps: float, groups: int, inner: int, centered:
     mean = np.empty(x2.shape[0])
     rstd = np.empty(x2.shape[0])
     with launch_guard():
-        rows.rows_forward(x2, gamma, beta, eps, groups, inner, centered, _rows_per_task(x2.shape[0]), y, mean, rstd)
+        rows.rows_forward(x2, gamma, beta, eps, groups, inner, centered, y, mean, rstd)
     return y, mean.astype(x2.dtype), rstd.astype(x2.dtype)
 
 

@@ -37,63 +37,43 @@ from numba import njit, prange
 
 from . import _loops as L
 from . import formulas
-from ._jit import PARALLEL, SERIAL
-
-
-@njit(**SERIAL)
-def _write_row(x, gamma, beta, groups, inner, r, m, rs, y, xn):
-    """Writes row r's output y = (x[r] - m) * rs * gamma + beta (affine per element, or per channel segment
-    when inner > 1) and returns sum(xn), xn a row of x's length: the read of the next row rides in the loop
-    that writes this one (see ``_loops``)."""
-    K = x.shape[1]
-    cg = K // inner
-    xr = x[r]
-    mh = L.like(x, m)
-    ml = L.like(x, m - mh)
-    a0 = (r % groups) * cg
-    if inner == 1:  # affine per element
-        return L.normalize_affine_sum(
-            xr,
-            mh,
-            ml,
-            L.like(x, rs),
-            gamma[a0 : a0 + K] if gamma.size else gamma,
-            beta[a0 : a0 + K] if beta.size else beta,
-            y,
-            xn,
-        )
-    s = 0.0
-    for j in range(cg):  # affine per channel segment
-        lo = j * inner
-        scale = L.like(x, rs * gamma[a0 + j] if gamma.size else rs)
-        shift = L.like(x, beta[a0 + j] if beta.size else 0.0)
-        s += L.scale_shift_sum(xr[lo : lo + inner], mh, ml, scale, shift, y[lo : lo + inner], xn[lo : lo + inner])
-    return s
+from ._jit import PARALLEL
 
 
 @njit(**PARALLEL)
-def rows_forward(x, gamma, beta, eps, groups, inner, centered, per, y, mean, rstd):
+def rows_forward(x, gamma, beta, eps, groups, inner, centered, y, mean, rstd):
     """x, y: (R, K); gamma, beta: (A,) or (0,); mean, rstd: (R,) float64 outputs. centered False (RMSNorm):
-    mean = 0, so rstd = 1 / sqrt(mean(x**2) + eps) and xhat = x * rstd.
-
-    Each task takes `per` consecutive rows in order. The loop writing a row's y also sums the next row (the
-    mean's pass, reading it from memory while this row's output goes out); the row's second pass then reads it
-    from cache. A task's first row is summed by the same loop writing its own y, rewritten after, so every row's
-    sum comes from the same code whatever its place: results do not depend on `per` or the thread count.
-    """
-    R = x.shape[0]
-    K = x.shape[1]
-    for t in prange((R + per - 1) // per):
-        r0 = t * per
-        r1 = min(R, r0 + per)
-        s = _write_row(x, gamma, beta, groups, inner, r0, 0.0, 0.0, y[r0], x[r0])  # only its sum counts
-        for r in range(r0, r1):
-            xr = x[r]
-            m = s / K if centered else 0.0
-            rs = formulas.rstd_of(L.sum_sq_dev(xr, m) / K, eps)
-            mean[r] = m
-            rstd[r] = rs
-            s = _write_row(x, gamma, beta, groups, inner, r, m, rs, y[r], x[r + 1] if r + 1 < r1 else xr)
+    mean = 0, so rstd = 1 / sqrt(mean(x**2) + eps) and xhat = x * rstd."""
+    R, K = x.shape
+    cg = K // inner  # channel segments per row
+    has_gamma = gamma.size > 0
+    has_beta = beta.size > 0
+    for r in prange(R):
+        xr = x[r]
+        yr = y[r]
+        m = L.sum_(xr) / K if centered else 0.0
+        rs = formulas.rstd_of(L.sum_sq_dev(xr, m) / K, eps)
+        mean[r] = m
+        rstd[r] = rs
+        mh = L.like(x, m)
+        ml = L.like(x, m - mh)
+        a0 = (r % groups) * cg
+        if inner == 1:  # affine per element
+            L.normalize_affine(
+                xr,
+                mh,
+                ml,
+                L.like(x, rs),
+                gamma[a0 : a0 + K] if has_gamma else gamma,
+                beta[a0 : a0 + K] if has_beta else beta,
+                yr,
+            )
+        else:  # affine per channel segment
+            for j in range(cg):
+                lo = j * inner
+                scale = L.like(x, rs * gamma[a0 + j] if has_gamma else rs)
+                shift = L.like(x, beta[a0 + j] if has_beta else 0.0)
+                L.scale_shift(xr[lo : lo + inner], mh, ml, scale, shift, yr[lo : lo + inner])
 
 
 @njit(**PARALLEL)
