@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     if args.plot:
         plot.save(results, copies, args.plot, title=info.get("cpu", ""))
         print(f"\nplot written to {args.plot}")
-    if "cuda" in requested and skipped["cuda"]:  # the half of "CPU against GPU" that did not run, in one line
+    if any(skipped.get(b) for b in ("cuda", "cuda-out")):  # the half of "CPU against GPU" that did not run
         print(f"\n{GPU_SKIPPED}")
     return 0
 

@@ -2,7 +2,8 @@
 # One prepared run of everything that needs an NVIDIA GPU, inside 8 minutes, every result under one folder:
 #   1. the GPU tests: tests/test_cuda.py and the cuda cases of the files the simulator otherwise runs (-k cuda);
 #   2. python -m verify --backends cuda (the full shape catalogue on the device);
-#   3. python -m benchmarks --sizes reference large --backends cuda torch-cuda, with the device copy bandwidth.
+#   3. python -m benchmarks --sizes reference large --backends cuda cuda-out torch-cuda, with the device copy
+#      bandwidth (cuda-out: the kernels writing into arrays made once, out=).
 # Usage: bash benchmarks/gpu_run.sh [OUTDIR]   (default: gpu-run-<date>). Run from anywhere; needs the cuda extra.
 # Each step has its own time limit (200 + 120 + 150 s = 7 min 50 s); a step that fails or runs out is reported and
 # the next one still runs. Exit status: 0 if every step passed, 1 if one failed, 2 if there is no usable GPU.
@@ -50,6 +51,6 @@ step tests 200 python -m pytest -q -p no:cacheprovider -k cuda tests/test_cuda.p
     tests/test_hard_inputs.py tests/test_nn.py tests/test_switchable_norm.py tests/test_rms_norm.py \
     tests/test_batch_norm_split.py
 step verify 120 python -m verify --backends cuda --json "$OUT/verify.json"
-step benchmarks 150 python -m benchmarks --sizes reference large --backends cuda torch-cuda --no-first-call \
+step benchmarks 150 python -m benchmarks --sizes reference large --backends cuda cuda-out torch-cuda --no-first-call \
     --json "$OUT/benchmarks.json"
 exit $status

@@ -308,7 +308,7 @@ class Timing:
 
 
 def measure(fn, repeat: int = 20, budget: float = 2.0, warmup: int = 2) -> Timing:
-    """Median and min of `repeat` timed calls after `warmup` untimed ones; stops early (after at least 3
+    """Median and min of `repeat` timed calls after `warmup` untimed ones; stops early (after at least MIN_ROUNDS
     timed calls) once `budget` seconds have been spent timing."""
     return measure_side_by_side({"fn": fn}, repeat, budget, warmup, burst=1)["fn"]
 

@@ -9,12 +9,19 @@ two floors, each measured in the same run:
   they can write anything, so they read x once more (forward 2 + 1) and, in the backward, x and dy once more
   (4 + 1). Timed as copies of an x-sized buffer into another (one read and one write each) plus read-only
   passes for the reads left over. `ceiling` is the most of the copy bandwidth such an algorithm can show under
-  the minimum-bytes model (python -m benchmarks' `% copy`): model bytes over the bytes it moves.
+  the minimum-bytes model (python -m benchmarks' `% copy`, which prices every array moved at half a copy): the
+  model's time over the floor's. A row norm's forward moves exactly the model's arrays (100%); its backward
+  does too, but reads cost less than half a copy where writes cost more, so its ceiling can pass 100%.
 - compute: the same kernel on one thread, on a slice of the case that stays in cache (the same rows, fewer of
   them; or whole samples, at least one; about 4 MB of x), called over and over, less the time of the same call
   on a slice of one row or two samples of one value (the call's fixed costs: checking the arguments, making
   the small arrays): its time per element, times the case's elements, over the thread count, is the time the
-  loops take when the data is in cache and the threads share the work evenly.
+  loops take when the data is in cache and the threads share the work evenly. An estimate: the fixed-cost call
+  of an (N, C, H, W) norm has two spatial values and may take a kernel's other branch, and costs that grow with
+  the number of blocks (the backward's per-block partials of dgamma) are counted as per-element ones.
+
+The reference sizes are not past the last-level cache (16 MB of x against 32 MB of L3 here), so their memory
+floors are partly L3's; the large size (256 MB) is what the bandwidth targets are about.
 
 `bound` names the larger floor; `of bound` is that floor over the kernel's time (100%: the kernel runs at
 its floor). Medians of side-by-side rounds (benchmarks.harness.measure_side_by_side), float32.
@@ -168,8 +175,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cases = [c for size in args.sizes for c in SIZES[size] if c.norm in args.ops]
     print(f"normkernels cpu (out=), float32, numba threads {numba.get_num_threads()}; medians of side-by-side rounds")
-    rows = [row for case in cases for row in floors(case, args.repeat, args.budget).values()]
-    print(table(rows))
+    lines = table([]).splitlines()
+    print("\n".join(lines), flush=True)
+    for case in cases:  # each case as it is done
+        print("\n".join(table(list(floors(case, args.repeat, args.budget).values())).splitlines()[2:]), flush=True)
     return 0
 
 
