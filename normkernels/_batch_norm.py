@@ -49,16 +49,15 @@ def batch_norm_forward(
     g, b = _checks.affine(gamma, beta, (c,), x, op=op)
     running_mean, running_var = _checks.running_pair(running_mean, running_var, c, x, training, op=op)
     given = dict(x=x_in, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
-    target = _checks.out_array(out, x, inputs=given, op=op)
     x3 = _view(x)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
     count = x3.shape[0] * x3.shape[2]
     _checks.values_per_channel(count, x.shape, training, op=op)
     if training and count == 0:  # as PyTorch: an empty y, and the running statistics are left alone
         device = _device.is_device_array(x)
         mean, rstd = (_device.full(c, math.nan, x.dtype, device=device) for _ in range(2))
         return (_device.empty(x.shape, x.dtype, device=device) if out is None else out), mean, rstd
-    view = None if target is None else target.reshape(x3.shape)
-    y, mean, rstd = ops.channels_forward(x3, g, b, eps, training, running_mean, running_var, momentum, out=view)
+    y, mean, rstd = ops.channels_forward(x3, g, b, eps, training, running_mean, running_var, momentum, out=target)
     return (y.reshape(x.shape) if out is None else out), mean, rstd
 
 
@@ -91,8 +90,8 @@ def batch_norm_backward(
     g, _ = _checks.affine(gamma, None, (c,), x, op=op)
     training = _checks.flag("training", training, op=op)
     given = dict(x=x_in, dy=dy_in, gamma=gamma, mean=mean_in, rstd=rstd_in)
-    target = _checks.out_array(out, x, inputs=given, op=op)
     x3 = _view(x)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
     dy3 = dy.reshape(x3.shape)
     if x3.shape[0] * x3.shape[2] * c == 0:  # no values: dx is empty and every sum is 0, whatever mean and rstd hold
         device = _device.is_device_array(x)
@@ -100,8 +99,7 @@ def batch_norm_backward(
         if gamma is None:
             return dx, None, None
         return dx, _device.full(c, 0.0, x.dtype, device=device), _device.full(c, 0.0, x.dtype, device=device)
-    view = None if target is None else target.reshape(x3.shape)
-    dx, dgamma, dbeta = ops.channels_backward(dy3, x3, g, mean, rstd, training, out=view)
+    dx, dgamma, dbeta = ops.channels_backward(dy3, x3, g, mean, rstd, training, out=target)
     dx = dx.reshape(x.shape) if out is None else out
     if gamma is None:
         return dx, None, None

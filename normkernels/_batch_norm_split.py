@@ -113,9 +113,9 @@ def batch_norm_elemt(
     mean = _statistic("mean", mean, c, x, op=op)
     rstd = _statistic("rstd", rstd, c, x, op=op)
     g, b = _checks.affine(gamma, beta, (c,), x, op=op)
-    target = _checks.out_array(out, x, inputs=given, op=op)
     x3 = _view(x)
-    y = ops.channels_elemt(x3, mean, rstd, g, b, out=None if target is None else target.reshape(x3.shape))
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
+    y = ops.channels_elemt(x3, mean, rstd, g, b, out=target)
     return y.reshape(x.shape) if out is None else out
 
 
@@ -177,8 +177,7 @@ def batch_norm_backward_elemt(
     count = _count(count, at_least=local, op=op)
     if local and count < 2:
         raise ValueError(f"{op}: Expected more than 1 value per channel when training, got count={count}")
-    target = _checks.out_array(out, x, inputs=given, op=op)
-    target = None if target is None else target.reshape(x3.shape)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
     dy3 = dy.reshape(x3.shape)
     dx = ops.channels_backward_elemt(dy3, x3, mean, rstd, g, sum_dy, sum_dy_xmu, float(count), out=target)
     return dx.reshape(x.shape) if out is None else out

@@ -207,11 +207,12 @@ def running_pair(running_mean, running_var, channels: int, like, training: bool,
     )
 
 
-def out_array(out, like, *, inputs: dict, op: str):
+def out_array(out, like, *, inputs: dict, view_shape: tuple, op: str):
     """out=: the preallocated x-shaped result (y or dx), written in place and returned. None, or an array of x's
     kind (NumPy with a NumPy x, a GPU array with a GPU x), x's shape and dtype, C-contiguous, writable, and sharing
     no memory with any input (inputs: name -> the array as the caller gave it, None for none). Returns out ready
-    for the kernels (a GPU array adopted without a copy), or None."""
+    for the kernels: viewed as view_shape, the shape they index x by (a GPU array adopted without a copy), or
+    None."""
     if out is None:
         return None
     if _device.is_device_array(like):
@@ -237,4 +238,4 @@ def out_array(out, like, *, inputs: dict, op: str):
                 f"{op}: out may share memory with {name} (their byte ranges overlap): pass a separate array (the "
                 f"kernels read {name} while they write out)"
             )
-    return adopted
+    return adopted.reshape(view_shape)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def is_device_array(a) -> bool:
     """Anything with __cuda_array_interface__ (Numba, CuPy, PyTorch CUDA), or a simulator device array."""
@@ -66,10 +68,7 @@ def _extent(a):
     if not all(shape):
         return start, start
     if strides is None:  # C-contiguous
-        size = itemsize
-        for d in shape:
-            size *= d
-        return start, start + size
+        return start, start + itemsize * math.prod(shape)
     lo = start + sum(min(0, (d - 1) * s) for d, s in zip(shape, strides, strict=True))
     hi = start + sum(max(0, (d - 1) * s) for d, s in zip(shape, strides, strict=True)) + itemsize
     return lo, hi

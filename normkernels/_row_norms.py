@@ -49,9 +49,8 @@ def _forward(op, x, view: _RowView, gamma, beta, eps, ops, centered=True, *, out
     """The row kernel's forward; out: the caller's array for y (checked against x_in, x as the caller gave it)."""
     eps = _checks.eps(eps, op=op)
     g, b = _checks.affine(gamma, beta, view.affine_shape, x, op=op)
-    target = _checks.out_array(out, x, inputs=dict(x=x_in, gamma=gamma, beta=beta), op=op)
     x2 = x.reshape(view.rows, view.length)
-    target = None if target is None else target.reshape(x2.shape)
+    target = _checks.out_array(out, x, inputs=dict(x=x_in, gamma=gamma, beta=beta), view_shape=x2.shape, op=op)
     y, mean, rstd = ops.rows_forward(x2, g, b, eps, view.groups, view.inner, centered, out=target)
     y = y.reshape(x.shape) if out is None else out
     return y, mean.reshape(view.stats_shape), rstd.reshape(view.stats_shape)
@@ -65,10 +64,9 @@ def _backward(op, dy, x, gamma, mean, rstd, view: _RowView, ops, centered=True, 
     # uncentered rows have no mean (0, never read): rstd stands in for the argument
     mean = _checks.like_input("mean", mean, view.stats_shape, x, op=op) if centered else rstd
     g, _ = _checks.affine(gamma, None, view.affine_shape, x, op=op)
-    target = _checks.out_array(out, x, inputs=given, op=op)
     x2 = x.reshape(view.rows, view.length)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x2.shape, op=op)
     dy2 = dy.reshape(x2.shape)
-    target = None if target is None else target.reshape(x2.shape)
     dx, dgamma, dbeta = ops.rows_backward(dy2, x2, g, mean, rstd, view.groups, view.inner, centered, out=target)
     dx = dx.reshape(x.shape) if out is None else out
     if gamma is None:

@@ -111,12 +111,12 @@ def switchable_norm_forward(
     n, c = x.shape[:2]
     running_mean, running_var = _checks.running_pair(running_mean, running_var, c, x, training, op=op)
     given = dict(x=x_in, gamma=gamma, beta=beta, mean_weight=mean_weight, var_weight=var_weight)
-    target = _checks.out_array(out, x, inputs=dict(given, running_mean=running_mean, running_var=running_var), op=op)
+    given.update(running_mean=running_mean, running_var=running_var)
     x3 = _view(x)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
     count = n * x3.shape[2]  # 0 or at least 2: _prepare required more than one spatial element
     if training and count == 0:  # an empty batch leaves the running statistics alone, as batch norm does
         running_mean = running_var = None
-    target = None if target is None else target.reshape(x3.shape)
     y, stats = ops.switchable_forward(x3, g, b, mw, vw, eps, training, running_mean, running_var, momentum, out=target)
     return (y.reshape(x.shape) if out is None else out), SwitchableStats(*stats)
 
@@ -164,8 +164,8 @@ def switchable_norm_backward(
     x, training, g, _, mw, vw = _prepare(op, x, backend, gamma, None, mean_weight, var_weight, training)
     dy = _checks.like_input("dy", dy, x.shape, x, op=op)
     stats = _checked_stats(stats, x, op=op)
-    target = _checks.out_array(out, x, inputs=given, op=op)
     x3 = _view(x)
+    target = _checks.out_array(out, x, inputs=given, view_shape=x3.shape, op=op)
     if x.size == 0:  # no values: dx is empty and every gradient a sum of nothing
         device = _device.is_device_array(x)
         dmw, dvw = (_device.full(3, 0.0, x.dtype, device=device) for _ in range(2))
@@ -173,7 +173,6 @@ def switchable_norm_backward(
         if gamma is not None:
             dgamma, dbeta = (_device.full(x.shape[1], 0.0, x.dtype, device=device) for _ in range(2))
         return (_device.empty(x.shape, x.dtype, device=device) if out is None else out), dgamma, dbeta, dmw, dvw
-    target = None if target is None else target.reshape(x3.shape)
     dy3 = dy.reshape(x3.shape)
     dx, dgamma, dbeta, dmw, dvw = ops.switchable_backward(dy3, x3, g, mw, vw, stats[:8], training, out=target)
     return (dx.reshape(x.shape) if out is None else out), dgamma, dbeta, dmw, dvw
