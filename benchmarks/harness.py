@@ -452,13 +452,35 @@ def _copy(src, dst):
         dst[i] = src[i]
 
 
+_CHUNK = 1 << 16  # elements per task of the parallel copy and read
+
+
 @njit(parallel=True, cache=True)
 def _parallel_copy(src, dst):
-    chunk = 1 << 16
-    for c in prange((src.size + chunk - 1) // chunk):
-        lo = c * chunk
-        hi = min(src.size, lo + chunk)
+    for c in prange((src.size + _CHUNK - 1) // _CHUNK):
+        lo = c * _CHUNK
+        hi = min(src.size, lo + _CHUNK)
         _copy(src[lo:hi], dst[lo:hi])
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _sum(a):
+    acc = np.float32(0.0)
+    for i in range(a.size):
+        acc += a[i]
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def parallel_read(src):
+    """A read-only pass over src (a float32 sum per chunk, cheap beside the loads): the cost of reading an array,
+    as _parallel_copy's is of reading one and writing another."""
+    n = (src.size + _CHUNK - 1) // _CHUNK
+    part = np.empty(n, np.float32)
+    for c in prange(n):
+        lo = c * _CHUNK
+        part[c] = _sum(src[lo : min(src.size, lo + _CHUNK)])
+    return part.sum()
 
 
 def copy_calls(device: str, nbytes: int) -> dict:

@@ -36,7 +36,6 @@ import sys
 
 import numba
 import numpy as np
-from numba import njit, prange
 
 from verify.cases import SIZES
 
@@ -56,45 +55,25 @@ PASSES = {
 CACHED_ELEMENTS = 1 << 20  # 4 MB of float32 x: the slice's arrays (up to three) stay in a 32 MB L3
 
 
+def _group_dims(case) -> tuple:
+    """The trailing dims one statistics group spans whole: the normalized dims of layer and RMS norm, else all but
+    the batch dim (a sample of an (N, C, H, W) norm, a row of batch norm on (N, D))."""
+    return case.shape[len(case.shape) - (case.normalized_ndim or len(case.shape) - 1) :]
+
+
 def cached_slice(case, elements: int = CACHED_ELEMENTS):
-    """The case cut to about `elements` values, keeping what one statistics group spans: the normalized rows of
-    layer and RMS norm (fewer of them), whole samples of an (N, C, H, W) norm (at least one), fewer rows of batch
-    norm on (N, D)."""
-    shape = case.shape
-    if case.normalized_ndim:  # layer_norm, rms_norm: rows of the normalized size
-        k = math.prod(shape[len(shape) - case.normalized_ndim :])
-        return dataclasses.replace(case, shape=(max(1, elements // k), *shape[len(shape) - case.normalized_ndim :]))
-    per_sample = math.prod(shape[1:])
-    return dataclasses.replace(case, shape=(max(1, elements // per_sample), *shape[1:]))
+    """The case cut to about `elements` values, in whole rows or samples (at least one)."""
+    dims = _group_dims(case)
+    return dataclasses.replace(case, shape=(max(1, elements // math.prod(dims)), *dims))
 
 
 def fixed_slice(case):
     """The smallest call of the case's kind: one row of layer and RMS norm, else two samples of two values per
     channel (instance norm in training needs more than one spatial value, batch norm more than one value)."""
-    shape = case.shape
     if case.normalized_ndim:
-        return dataclasses.replace(case, shape=(1, *shape[len(shape) - case.normalized_ndim :]))
-    spatial = (2, *(1 for _ in shape[3:])) if len(shape) > 2 else ()
-    return dataclasses.replace(case, shape=(2, shape[1], *spatial))
-
-
-@njit(cache=True, fastmath={"reassoc"})
-def _sum_chunk(a):
-    acc = np.float32(0.0)
-    for i in range(a.size):
-        acc += a[i]
-    return acc
-
-
-@njit(parallel=True, cache=True)
-def _parallel_read(src):
-    """A read-only pass over src (a float32 sum per chunk): what one more read of an x-sized array costs."""
-    chunk = 1 << 16
-    n = (src.size + chunk - 1) // chunk
-    part = np.empty(n, np.float32)
-    for c in prange(n):
-        part[c] = _sum_chunk(src[c * chunk : min(src.size, (c + 1) * chunk)])
-    return part.sum()
+        return dataclasses.replace(case, shape=(1, *_group_dims(case)))
+    spatial = (2, *(1 for _ in case.shape[3:])) if len(case.shape) > 2 else ()
+    return dataclasses.replace(case, shape=(2, case.shape[1], *spatial))
 
 
 def floors(case, repeat: int, budget: float) -> dict:
@@ -113,7 +92,7 @@ def floors(case, repeat: int, budget: float) -> dict:
             {
                 "kernel": big_calls[direction],
                 "copy": lambda: h._parallel_copy(src, dst),
-                "read": lambda: _parallel_read(src),
+                "read": lambda: h.parallel_read(src),
             },
             repeat=repeat,
             budget=budget,
@@ -143,7 +122,6 @@ def floors(case, repeat: int, budget: float) -> dict:
             passes=f"{reads}R+{writes}W",
             memory_ms=memory * 1e3,
             ceiling_pct=100 * model / memory,
-            cached_shape=list(small.shape),
             compute_ms=compute * 1e3,
             bound="memory" if memory >= compute else "compute",
             pct_of_bound=100 * bound / t["kernel"].median,
@@ -175,8 +153,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cases = [c for size in args.sizes for c in SIZES[size] if c.norm in args.ops]
     print(f"normkernels cpu (out=), float32, numba threads {numba.get_num_threads()}; medians of side-by-side rounds")
-    lines = table([]).splitlines()
-    print("\n".join(lines), flush=True)
+    print(table([]), flush=True)
     for case in cases:  # each case as it is done
         print("\n".join(table(list(floors(case, args.repeat, args.budget).values())).splitlines()[2:]), flush=True)
     return 0

@@ -20,7 +20,7 @@ from verify import compare, staged
 from verify.cases import CUDA_TINY, SMALL, Case
 from verify.norms import NORMS
 
-_TINY_BY_NORM = {c.norm: c for c in reversed(CUDA_TINY)}  # one tiny case per norm
+_TINY = {c.norm: c for c in reversed(CUDA_TINY)}  # one tiny case per norm
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_SIMULATOR = h.SIMULATOR
@@ -178,7 +178,7 @@ def test_speedup_interval_is_repeatable():
 # --- normkernels with out= -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", list(_TINY_BY_NORM.values()), ids=lambda c: c.id)
+@pytest.mark.parametrize("case", list(_TINY.values()), ids=lambda c: c.id)
 def test_out_backend_writes_the_same_bits_into_one_array(case):
     """cpu-out times the same kernels as cpu, writing y and dx into arrays made once: every call returns that
     same array, holding the bits a call without out= returns."""
@@ -224,33 +224,52 @@ def test_roofline_fixed_slice_is_a_valid_call_of_every_kind(case):
         fns[direction]()
 
 
-@pytest.mark.parametrize("norm", ["layer_norm", "batch_norm"])
-def test_roofline_rows_are_consistent(norm):
+# medians (ms) the fake timer gives each callable of roofline.floors: the kernel, the copy and the read of x, the
+# cached slice and the fixed-cost call
+_FAKE_MS = {"kernel": 10.0, "copy": 4.0, "read": 1.5, "slice": 3.0, "fixed": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("norm", "want"),
+    [
+        # forward: memory = 1 copy (+ 1 read for batch norm); model = 1 copy = 4 ms. Backward: memory = 1 copy +
+        # 1 read (+ 2 more for batch norm); model = 1.5 copies = 6 ms.
+        ("layer_norm", {"forward": (4.0, 100.0, 40.0), "backward": (5.5, 600 / 5.5, 60.0)}),
+        ("batch_norm", {"forward": (5.5, 400 / 5.5, 40.0), "backward": (8.5, 600 / 8.5, 60.0)}),
+    ],
+)
+def test_roofline_floors_from_given_timings(monkeypatch, norm, want):
+    """roofline.floors' arithmetic against numbers worked out by hand from fixed timings: the memory floor from
+    PASSES, the ceiling, % copy, the compute floor ((slice - fixed) per element, times the case's elements, over
+    the threads), the bound and its share."""
+    import numba
+
     from benchmarks import roofline
 
-    (case,) = (c for c in SMALL if c.norm == norm and len(c.shape) == 2)
-    rows = roofline.floors(case, repeat=5, budget=0.05)
-    for direction, r in rows.items():
-        reads, writes = roofline.PASSES[norm][direction]
-        assert r["passes"] == f"{reads}R+{writes}W"
-        assert r["bound"] == ("memory" if r["memory_ms"] >= r["compute_ms"] else "compute")
-        bound = max(r["memory_ms"], r["compute_ms"])
-        assert r["pct_of_bound"] == pytest.approx(100 * bound / r["kernel_ms"])
-    # the model's bytes over the bytes the algorithm moves: a row norm's forward moves exactly the model's (one
-    # copy), batch norm's forward one read more
-    if norm == "layer_norm":
-        assert rows["forward"]["ceiling_pct"] == pytest.approx(100)
-    else:
-        assert rows["forward"]["ceiling_pct"] < 100
-    assert "bound" in roofline.table(list(rows.values())).splitlines()[0]
+    def fake(fns, **_):
+        return {name: h.Timing(_FAKE_MS[name] / 1e3, _FAKE_MS[name] / 1e3, 5) for name in fns}
+
+    monkeypatch.setattr(h, "measure_side_by_side", fake)
+    (case,) = (c for c in SMALL if c.norm == norm and len(c.shape) == 2)  # (1024, 256)
+    threads = numba.get_num_threads()
+    rows = roofline.floors(case, repeat=5, budget=0.01)
+    n, cached = 1024 * 256, 4096 * 256  # the slice: CACHED_ELEMENTS values in whole rows of 256
+    compute = (3.0 - 1.0) / cached * n / threads
+    for direction, (memory, ceiling, pct_copy) in want.items():
+        r = rows[direction]
+        assert r["memory_ms"] == pytest.approx(memory)
+        assert r["ceiling_pct"] == pytest.approx(ceiling)
+        assert r["pct_copy"] == pytest.approx(pct_copy)
+        assert r["compute_ms"] == pytest.approx(compute)
+        assert r["bound"] == "memory" and r["pct_of_bound"] == pytest.approx(10 * memory)
+    assert numba.get_num_threads() == threads  # restored after the one-thread timing
 
 
 # --- the JAX backend -------------------------------------------------------------------------------------
 
 _NO_JAX = h.unavailable("jax-cpu")
 needs_jax = pytest.mark.skipif(_NO_JAX is not None, reason=_NO_JAX or "")
-# one tiny case per norm; every affine variant in float64, gamma and beta in float32
-_TINY = {c.norm: c for c in reversed(CUDA_TINY)}
+# every affine variant in float64, gamma and beta in float32
 _JAX_RUNS = [
     pytest.param(_TINY[norm], np.float64, affine, id=f"{_TINY[norm].id}-float64-{affine}")
     for norm in NORMS
