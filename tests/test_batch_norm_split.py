@@ -426,7 +426,6 @@ sys.modules["mpi4py"] = None  # as if not installed
 import numpy as np
 import normkernels, normkernels.nn, normkernels.distributed
 from normkernels import distributed, nn
-from normkernels._device import host as _host
 x = np.ones((4, 3), np.float32)
 distributed.sync_batch_norm_forward(x, training=False, running_mean=np.zeros(3), running_var=np.ones(3))
 nn.SyncBatchNorm(3).eval()(x)
@@ -492,7 +491,7 @@ def _record(c=3, eps=1e-5, momentum=0.1, refused=None):
     """What another rank sends in the forward's allgather (refused: its error message)."""
     if refused:
         return (refused, None, None, None, 0, None, None)
-    return (None, c, eps, momentum, 4, np.zeros(c), np.ones(c))
+    return distributed.statistics_record(c, eps, momentum, 4, np.zeros(c), np.ones(c))
 
 
 @pytest.mark.skipif(SIMULATOR, reason="the cpu half")
